@@ -1,0 +1,389 @@
+//! The `pluginConfig` as operators write it (camelCase, unknown fields
+//! rejected), and its compilation into a [`Router`]. Every error names the
+//! JSON path of the problem.
+
+use crate::route::{
+    Condition, HostMatch, PinCookie, Router, Rule, Service, Source, StickyKey, ValueTest, Version,
+};
+use kit::ConfigError;
+use kit::claims::ClaimSource;
+use kit::config::join;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawConfig {
+    /// The request header the filter owns and the routes match on.
+    #[serde(default = "default_routing_header")]
+    pub routing_header: String,
+    pub services: Vec<RawService>,
+}
+
+pub fn default_routing_header() -> String {
+    "x-route-version".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawService {
+    pub host: String,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    pub split: Vec<RawSplit>,
+    #[serde(default)]
+    pub sticky_by: Option<RawSticky>,
+    #[serde(default)]
+    pub set_cookie: Option<RawSetCookie>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawRule {
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    pub version: String,
+}
+
+/// Every condition given must hold, as in an Istio `HTTPMatchRequest`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawMatch {
+    #[serde(default)]
+    pub header: Option<RawValueMatch>,
+    #[serde(default)]
+    pub cookie: Option<RawValueMatch>,
+    #[serde(default)]
+    pub query: Option<RawValueMatch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawValueMatch {
+    pub name: String,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub present: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawSplit {
+    pub version: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawSticky {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub cookie: Option<String>,
+    #[serde(default)]
+    pub claim: Option<String>,
+    #[serde(default)]
+    pub from_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawSetCookie {
+    pub name: String,
+    #[serde(default)]
+    pub max_age: Option<kit::Duration>,
+}
+
+/// Parses and compiles a `pluginConfig`.
+pub fn compile_json(bytes: Option<&[u8]>) -> Result<Router, ConfigError> {
+    kit::config::parse_json::<RawConfig>(bytes)?.compile()
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
+    if !is_token(name) {
+        return Err(ConfigError::new(
+            path,
+            format!("expected an HTTP header name, got {name:?}"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+fn cookie_name(path: &str, name: &str) -> Result<String, ConfigError> {
+    if !is_token(name) {
+        return Err(ConfigError::new(
+            path,
+            format!("expected a cookie name, got {name:?}"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+impl RawConfig {
+    pub fn compile(self) -> Result<Router, ConfigError> {
+        let routing_header = header_name("routingHeader", &self.routing_header)?;
+        if self.services.is_empty() {
+            return Err(ConfigError::new(
+                "services",
+                "expected at least one service",
+            ));
+        }
+        let services = self
+            .services
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| s.compile(&format!("services[{i}]")))
+            .collect::<Result<_, _>>()?;
+        Ok(Router {
+            routing_header,
+            services,
+        })
+    }
+}
+
+impl RawService {
+    fn compile(self, path: &str) -> Result<Service, ConfigError> {
+        let host = compile_host(&join(path, "host"), &self.host)?;
+        if let Some(prefix) = &self.path_prefix {
+            if !prefix.starts_with('/') {
+                return Err(ConfigError::new(
+                    join(path, "pathPrefix"),
+                    format!("expected a path starting with \"/\", got {prefix:?}"),
+                ));
+            }
+        }
+        let versions = compile_split(&join(path, "split"), &self.split)?;
+        let rules = self
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.compile(&join(path, &format!("rules[{i}]")), &versions))
+            .collect::<Result<_, _>>()?;
+        let sticky = self
+            .sticky_by
+            .map(|s| s.compile(&join(path, "stickyBy")))
+            .transpose()?;
+        let pin = self
+            .set_cookie
+            .map(|c| -> Result<PinCookie, ConfigError> {
+                Ok(PinCookie {
+                    name: cookie_name(&join(path, "setCookie.name"), &c.name)?,
+                    max_age_secs: c.max_age.map(|d| d.get().as_secs()),
+                })
+            })
+            .transpose()?;
+        Ok(Service {
+            salt: self.host.to_ascii_lowercase(),
+            host,
+            path_prefix: self.path_prefix.map(String::into_bytes),
+            rules,
+            versions,
+            sticky,
+            pin,
+        })
+    }
+}
+
+fn compile_host(path: &str, host: &str) -> Result<HostMatch, ConfigError> {
+    let host = host.to_ascii_lowercase();
+    let bad = |why: &str| ConfigError::new(path, format!("{why}, got {host:?}"));
+    if host == "*" {
+        return Ok(HostMatch::Any);
+    }
+    let (suffix, name) = match host.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, host.as_str()),
+    };
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err(bad(
+            "expected a host name (\"reviews\"), a wildcard (\"*.example.com\") or \"*\"; no port",
+        ));
+    }
+    Ok(if suffix {
+        HostMatch::Suffix(format!(".{name}"))
+    } else {
+        HostMatch::Exact(name.to_string())
+    })
+}
+
+fn compile_split(path: &str, split: &[RawSplit]) -> Result<Vec<Version>, ConfigError> {
+    if split.is_empty() {
+        return Err(ConfigError::new(path, "expected at least one version"));
+    }
+    let mut versions: Vec<Version> = Vec::with_capacity(split.len());
+    let mut upper = 0u32;
+    for (i, s) in split.iter().enumerate() {
+        let vpath = format!("{path}[{i}].version");
+        let valid = !s.version.is_empty()
+            && s.version.len() <= 63
+            && s.version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid {
+            return Err(ConfigError::new(
+                vpath,
+                format!(
+                    "expected a version name of letters, digits, '-', '_' or '.', got {:?}",
+                    s.version
+                ),
+            ));
+        }
+        if versions.iter().any(|v| v.name == s.version) {
+            return Err(ConfigError::new(
+                vpath,
+                format!("version {:?} appears twice", s.version),
+            ));
+        }
+        upper = upper.saturating_add(s.weight);
+        versions.push(Version {
+            name: s.version.clone(),
+            weight: s.weight,
+            upper,
+        });
+    }
+    if upper != 100 {
+        return Err(ConfigError::new(
+            path,
+            format!("weights must total 100, got {upper}"),
+        ));
+    }
+    Ok(versions)
+}
+
+impl RawRule {
+    fn compile(self, path: &str, versions: &[Version]) -> Result<Rule, ConfigError> {
+        let version = versions
+            .iter()
+            .position(|v| v.name == self.version)
+            .ok_or_else(|| {
+                let known: Vec<&str> = versions.iter().map(|v| v.name.as_str()).collect();
+                ConfigError::new(
+                    join(path, "version"),
+                    format!(
+                        "unknown version {:?}: every version a rule names must appear in split ({})",
+                        self.version,
+                        known.join(", ")
+                    ),
+                )
+            })?;
+        let mpath = join(path, "match");
+        let m = self.matcher;
+        let mut conditions = Vec::new();
+        if let Some(v) = m.header {
+            let p = join(&mpath, "header");
+            let name = header_name(&join(&p, "name"), &v.name)?;
+            conditions.push(Condition {
+                source: Source::Header(name),
+                test: v.compile(&p)?,
+            });
+        }
+        if let Some(v) = m.cookie {
+            let p = join(&mpath, "cookie");
+            let name = cookie_name(&join(&p, "name"), &v.name)?;
+            conditions.push(Condition {
+                source: Source::Cookie(name),
+                test: v.compile(&p)?,
+            });
+        }
+        if let Some(v) = m.query {
+            let p = join(&mpath, "query");
+            if v.name.is_empty() {
+                return Err(ConfigError::new(
+                    join(&p, "name"),
+                    "expected a parameter name",
+                ));
+            }
+            conditions.push(Condition {
+                source: Source::Query(v.name.clone()),
+                test: v.compile(&p)?,
+            });
+        }
+        if conditions.is_empty() {
+            return Err(ConfigError::new(
+                mpath,
+                "expected at least one of header, cookie, query",
+            ));
+        }
+        Ok(Rule {
+            conditions,
+            version,
+        })
+    }
+}
+
+impl RawValueMatch {
+    fn compile(&self, path: &str) -> Result<ValueTest, ConfigError> {
+        let given = [
+            self.exact.is_some(),
+            self.prefix.is_some(),
+            self.regex.is_some(),
+            self.present.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(ConfigError::new(
+                path,
+                "expected exactly one of exact, prefix, regex, present",
+            ));
+        }
+        Ok(if let Some(v) = &self.exact {
+            ValueTest::Exact(v.clone().into_bytes())
+        } else if let Some(v) = &self.prefix {
+            ValueTest::Prefix(v.clone().into_bytes())
+        } else if let Some(v) = &self.regex {
+            // Istio (RE2) matches the whole value.
+            let anchored = format!("^(?:{v})$");
+            let re = regex_lite::Regex::new(&anchored).map_err(|e| {
+                ConfigError::new(join(path, "regex"), format!("invalid regex {v:?}: {e}"))
+            })?;
+            ValueTest::Regex(re)
+        } else {
+            ValueTest::Present(self.present.unwrap_or(true))
+        })
+    }
+}
+
+impl RawSticky {
+    fn compile(self, path: &str) -> Result<StickyKey, ConfigError> {
+        let one_of = "expected exactly one of header, cookie, claim";
+        if self.from_header.is_some() && self.claim.is_none() {
+            return Err(ConfigError::new(
+                join(path, "fromHeader"),
+                "fromHeader goes with claim",
+            ));
+        }
+        match (self.header, self.cookie, self.claim) {
+            (Some(h), None, None) => Ok(StickyKey::Header(header_name(&join(path, "header"), &h)?)),
+            (None, Some(c), None) => Ok(StickyKey::Cookie(cookie_name(&join(path, "cookie"), &c)?)),
+            (None, None, Some(claim)) => {
+                if claim.is_empty() {
+                    return Err(ConfigError::new(
+                        join(path, "claim"),
+                        "expected a claim name",
+                    ));
+                }
+                let from_header = match self.from_header {
+                    Some(h) => header_name(&join(path, "fromHeader"), &h)?,
+                    None => kit::claims::default_payload_header(),
+                };
+                Ok(StickyKey::Claim(ClaimSource { claim, from_header }))
+            }
+            _ => Err(ConfigError::new(path, one_of)),
+        }
+    }
+}

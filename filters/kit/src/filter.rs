@@ -1,0 +1,42 @@
+//! The host-independent shape of a filter. A filter compiles its config once
+//! into a [`Filter`] value; each request gets a fresh [`HttpFilter`]. The
+//! proxy-wasm glue (`proxy::register`) and the tests drive both through a
+//! [`Host`], so the same code runs in Envoy and against [`crate::FakeHost`].
+
+use crate::config::ConfigError;
+use crate::host::Host;
+use std::rc::Rc;
+
+/// What a filter tells Envoy after a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Pause,
+}
+
+/// A configured filter: built once per plugin configuration, shared by every
+/// request on the worker.
+pub trait Filter: Sized + 'static {
+    /// The filter's name, for messages about it.
+    const NAME: &'static str;
+    type Http: HttpFilter;
+
+    /// Parses and compiles the plugin configuration. An error names the JSON
+    /// path, and makes Envoy reject the plugin at load time.
+    fn configure(config: Option<&[u8]>, host: &dyn Host) -> Result<Self, ConfigError>;
+
+    /// The per-request part.
+    fn new_http(self: &Rc<Self>) -> Self::Http;
+}
+
+/// The per-request callbacks. Defaults do nothing.
+pub trait HttpFilter {
+    fn on_request_headers(&mut self, _host: &dyn Host, _end_of_stream: bool) -> Action {
+        Action::Continue
+    }
+    fn on_response_headers(&mut self, _host: &dyn Host, _end_of_stream: bool) -> Action {
+        Action::Continue
+    }
+    /// Runs for every request, including those answered by an earlier filter.
+    fn on_log(&mut self, _host: &dyn Host) {}
+}

@@ -1,0 +1,34 @@
+//! The shared kit of every filter in this workspace.
+//!
+//! - [`host`]: the [`Host`] trait, the only way filter code talks to Envoy. It
+//!   never panics: every proxy-wasm status maps to a [`HostError`].
+//! - [`fake`]: [`FakeHost`], an in-memory host for native tests.
+//! - `proxy` (wasm32-wasip1 only): the real host over the proxy-wasm ABI, and
+//!   the glue that turns a [`Filter`] into a proxy-wasm module.
+//! - [`config`]: JSON parsing that names the path of every error.
+//! - [`duration`]: "250ms", "30s", "1m", "1h".
+//! - [`headers`], [`claims`], [`hash`]: request views shared by filters.
+
+pub mod claims;
+pub mod config;
+pub mod duration;
+pub mod fake;
+pub mod filter;
+pub mod hash;
+pub mod headers;
+pub mod host;
+pub mod logger;
+
+#[cfg(target_os = "wasi")]
+mod abi;
+#[cfg(target_os = "wasi")]
+pub mod proxy;
+#[cfg(target_os = "wasi")]
+pub use proxy_wasm;
+
+pub use config::ConfigError;
+pub use duration::Duration;
+pub use fake::FakeHost;
+pub use filter::{Action, Filter, HttpFilter};
+pub use headers::Headers;
+pub use host::{Host, HostError, LogLevel, MapType, MetricType};
