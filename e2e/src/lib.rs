@@ -1,1 +1,3 @@
+//! The local Envoy harness.
 
+pub mod crd;

@@ -1,0 +1,1 @@
+//! Validation of manifests against the Istio CRDs (see e2e/istio-crds).
