@@ -167,24 +167,22 @@ impl Envoy {
     fn wait_ready(&mut self, admin_file: &Path, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!("envoy exited during start-up: {status}");
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("envoy exited during start-up: {status}");
             }
-            if self.admin.port() == 0 {
-                if let Ok(text) = std::fs::read_to_string(admin_file) {
-                    if let Ok(addr) = text.trim().parse() {
-                        self.admin = addr;
-                    }
-                }
+            if self.admin.port() == 0
+                && let Ok(text) = std::fs::read_to_string(admin_file)
+                && let Ok(addr) = text.trim().parse()
+            {
+                self.admin = addr;
             }
-            if self.admin.port() != 0 {
-                if let Ok((200, body)) = crate::client::admin_get(self.admin, "/ready") {
-                    if body.trim() == "LIVE" {
-                        return Ok(());
-                    }
-                }
+            if self.admin.port() != 0
+                && let Ok((200, body)) = crate::client::admin_get(self.admin, "/ready")
+                && body.trim() == "LIVE"
+            {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("envoy was not ready after {timeout:?}");

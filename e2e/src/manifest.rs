@@ -172,10 +172,11 @@ fn wasm_plugin(doc: &Value, file: &Path) -> Result<WasmPlugin> {
     let namespace = str_at(doc, "/metadata/namespace").unwrap_or("default");
     let spec = doc.get("spec").context("spec is missing")?;
     let url = str_at(spec, "/url").context("spec.url is missing")?;
-    if let Some(kind) = str_at(spec, "/type") {
-        if kind != "HTTP" && kind != "UNSPECIFIED_PLUGIN_TYPE" {
-            bail!("spec.type {kind:?}: the harness runs HTTP plugins only");
-        }
+    if let Some(kind) = str_at(spec, "/type")
+        && kind != "HTTP"
+        && kind != "UNSPECIFIED_PLUGIN_TYPE"
+    {
+        bail!("spec.type {kind:?}: the harness runs HTTP plugins only");
     }
     let phase = match str_at(spec, "/phase").unwrap_or("UNSPECIFIED_PHASE") {
         "AUTHN" => Phase::Authn,

@@ -85,10 +85,10 @@ fn locked_wasm_bindgen() -> Result<String> {
     let lock = std::fs::read_to_string(root().join("Cargo.lock")).map_err(|e| e.to_string())?;
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
-        if line == "name = \"wasm-bindgen\"" {
-            if let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = \"")) {
-                return Ok(v.trim_end_matches('"').to_string());
-            }
+        if line == "name = \"wasm-bindgen\""
+            && let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = \""))
+        {
+            return Ok(v.trim_end_matches('"').to_string());
         }
     }
     Err("wasm-bindgen is not in Cargo.lock".into())
@@ -128,10 +128,10 @@ fn filter_crates() -> Result<Vec<String>> {
     entries.sort();
     for path in entries {
         let manifest = std::fs::read_to_string(path.join("Cargo.toml")).unwrap_or_default();
-        if manifest.contains("\"cdylib\"") {
-            if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
-                crates.push(name.to_string());
-            }
+        if manifest.contains("\"cdylib\"")
+            && let Some(name) = path.file_name().and_then(|n| n.to_str())
+        {
+            crates.push(name.to_string());
         }
     }
     Ok(crates)

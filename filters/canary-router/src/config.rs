@@ -131,9 +131,34 @@ fn cookie_name(path: &str, name: &str) -> Result<String, ConfigError> {
     Ok(name.to_string())
 }
 
+/// Headers that carry meaning of their own: the filter overwrites or removes
+/// its routing header on every request, so it must not be one of these.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "cookie",
+    "authorization",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-request-id",
+];
+
 impl RawConfig {
     pub fn compile(self) -> Result<Router, ConfigError> {
         let routing_header = header_name("routingHeader", &self.routing_header)?;
+        if RESERVED_HEADERS.contains(&routing_header.as_str()) {
+            return Err(ConfigError::new(
+                "routingHeader",
+                format!(
+                    "{routing_header:?} has a meaning of its own; choose a header the filter can own, like \"x-route-version\""
+                ),
+            ));
+        }
         if self.services.is_empty() {
             return Err(ConfigError::new(
                 "services",
@@ -156,13 +181,13 @@ impl RawConfig {
 impl RawService {
     fn compile(self, path: &str) -> Result<Service, ConfigError> {
         let host = compile_host(&join(path, "host"), &self.host)?;
-        if let Some(prefix) = &self.path_prefix {
-            if !prefix.starts_with('/') {
-                return Err(ConfigError::new(
-                    join(path, "pathPrefix"),
-                    format!("expected a path starting with \"/\", got {prefix:?}"),
-                ));
-            }
+        if let Some(prefix) = &self.path_prefix
+            && !prefix.starts_with('/')
+        {
+            return Err(ConfigError::new(
+                join(path, "pathPrefix"),
+                format!("expected a path starting with \"/\", got {prefix:?}"),
+            ));
         }
         let versions = compile_split(&join(path, "split"), &self.split)?;
         let rules = self
@@ -178,9 +203,17 @@ impl RawService {
         let pin = self
             .set_cookie
             .map(|c| -> Result<PinCookie, ConfigError> {
+                let max_age_secs = c.max_age.map(|d| d.get().as_secs());
+                // Max-Age=0 would delete the cookie at once.
+                if max_age_secs == Some(0) {
+                    return Err(ConfigError::new(
+                        join(path, "setCookie.maxAge"),
+                        "expected at least 1s (cookies count whole seconds)",
+                    ));
+                }
                 Ok(PinCookie {
                     name: cookie_name(&join(path, "setCookie.name"), &c.name)?,
-                    max_age_secs: c.max_age.map(|d| d.get().as_secs()),
+                    max_age_secs,
                 })
             })
             .transpose()?;

@@ -72,12 +72,11 @@ impl HttpFilter for CanaryHttp {
     }
 
     fn on_response_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Action {
-        if let Some(cookie) = self.set_cookie.take() {
-            if let Err(e) =
+        if let Some(cookie) = self.set_cookie.take()
+            && let Err(e) =
                 host.add_header(MapType::ResponseHeaders, "set-cookie", cookie.as_bytes())
-            {
-                log::warn!("cannot set the pin cookie: {e}");
-            }
+        {
+            log::warn!("cannot set the pin cookie: {e}");
         }
         Action::Continue
     }

@@ -37,6 +37,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: Option<&[u8]>) -> Result<T, Config
         Some(b) if !b.trim_ascii().is_empty() => b,
         _ => b"{}",
     };
+    // serde would also read a struct from a JSON array; configs are objects.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ConfigError::new("", "expected a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
