@@ -1,0 +1,370 @@
+//! Every manifest under `wasmplugins/` is one the API server would accept
+//! (checked against the Istio CRDs, see `e2e::crd`), and every WasmPlugin's
+//! `pluginConfig` is one its filter accepts (compiled with the filter's own
+//! config code).
+
+use e2e::crd;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+fn wasmplugins_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../wasmplugins")
+}
+
+/// One YAML document of one file.
+struct Doc {
+    /// Relative to `wasmplugins/`.
+    file: String,
+    /// 0-based among the file's non-empty documents.
+    index: usize,
+    value: Value,
+}
+
+impl Doc {
+    fn name(&self) -> String {
+        format!(
+            "{}#{} ({} {})",
+            self.file,
+            self.index,
+            self.value["kind"].as_str().unwrap_or("?"),
+            self.value["metadata"]["name"].as_str().unwrap_or("?")
+        )
+    }
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+}
+
+/// Every document of every `*.yaml` / `*.yml` file, files in path order.
+fn documents() -> Vec<Doc> {
+    let root = wasmplugins_dir();
+    let mut files = Vec::new();
+    yaml_files(&root, &mut files);
+    files.sort();
+    let mut docs = Vec::new();
+    for path in files {
+        let file = path
+            .strip_prefix(&root)
+            .expect("under wasmplugins/")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let values = crd::parse_yaml_documents(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(!values.is_empty(), "{file}: no YAML document in it");
+        for (index, value) in values.into_iter().enumerate() {
+            docs.push(Doc {
+                file: file.clone(),
+                index,
+                value,
+            });
+        }
+    }
+    docs
+}
+
+fn api_version(doc: &Value) -> &str {
+    doc["apiVersion"].as_str().unwrap_or("")
+}
+
+fn is_wasmplugin(doc: &Value) -> bool {
+    doc["kind"] == "WasmPlugin" && api_version(doc).starts_with("extensions.istio.io/")
+}
+
+/// The Wasm module a WasmPlugin url names, by its last path segment:
+/// `oci://registry/mesh-filters/canary-router:0.1.0`,
+/// `oci://registry/mesh-filters/canary-router@sha256:…`,
+/// `file:///opt/filters/canary_router.wasm` → `canary-router`.
+fn module_name(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let last = url.trim_end_matches('/').rsplit('/').next().unwrap_or(url);
+    let last = last.split('@').next().unwrap_or(last);
+    let last = last.split(':').next().unwrap_or(last);
+    let last = last.strip_suffix(".wasm").unwrap_or(last);
+    last.replace('_', "-")
+}
+
+/// Compiles a `pluginConfig` with the config code of the filter the module
+/// is built from. Add one arm per filter crate.
+fn check_plugin_config(module: &str, config: Option<&Value>) -> Result<(), String> {
+    // Istio hands the filter its pluginConfig as JSON.
+    let bytes = config.map(|c| serde_json::to_vec(c).expect("JSON"));
+    let bytes = bytes.as_deref();
+    let result = match module {
+        "canary-router" => canary_router::config::compile_json(bytes).map(drop),
+        other => {
+            return Err(format!(
+                "no pluginConfig check for Wasm module {other:?}: add an arm for its filter \
+                 crate to check_plugin_config in e2e/tests/manifests.rs"
+            ));
+        }
+    };
+    result.map_err(|e| {
+        let path = if e.path.is_empty() {
+            "pluginConfig".to_string()
+        } else {
+            format!("pluginConfig.{}", e.path)
+        };
+        format!("{path}: {}", e.message)
+    })
+}
+
+/// Checks one WasmPlugin document's pluginConfig.
+fn check_wasmplugin(doc: &Value) -> Result<(), String> {
+    let url = doc["spec"]["url"]
+        .as_str()
+        .ok_or("spec.url: expected a string")?;
+    let config = doc["spec"].get("pluginConfig");
+    check_plugin_config(&module_name(url), config).map_err(|e| format!("spec.{e}"))
+}
+
+fn reviews_example() -> Value {
+    documents()
+        .into_iter()
+        .find(|d| d.file == "examples/reviews/canary-router.yaml")
+        .expect("the reviews example")
+        .value
+}
+
+#[test]
+fn the_walk_finds_every_manifest() {
+    let docs = documents();
+    let found: Vec<(String, String, String)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d.file.clone(),
+                d.value["kind"].as_str().unwrap_or("").to_string(),
+                d.value["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    for (file, kind, name) in [
+        (
+            "canary-router/wasmplugin.yaml",
+            "WasmPlugin",
+            "canary-router",
+        ),
+        (
+            "examples/reviews/canary-router.yaml",
+            "WasmPlugin",
+            "canary-router",
+        ),
+        (
+            "examples/reviews/virtualservice.yaml",
+            "VirtualService",
+            "reviews",
+        ),
+        (
+            "examples/reviews/destinationrule.yaml",
+            "DestinationRule",
+            "reviews",
+        ),
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|(f, k, n)| f == file && k == kind && n == name),
+            "{kind} {name} not found in wasmplugins/{file}; found {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn every_istio_manifest_is_valid_against_the_crds() {
+    let docs = documents();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for doc in &docs {
+        if !crd::is_istio_api_version(api_version(&doc.value)) {
+            continue; // Not an Istio resource: no CRD here to check it with.
+        }
+        checked += 1;
+        if let Err(errors) = crd::validate(&doc.value) {
+            for e in errors {
+                failures.push(format!("{}: {e}", doc.name()));
+            }
+        }
+    }
+    assert!(checked >= 4, "only {checked} Istio documents checked");
+    assert!(
+        failures.is_empty(),
+        "manifests the API server would reject:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn every_wasmplugin_config_compiles_with_its_filter() {
+    let docs = documents();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for doc in docs.iter().filter(|d| is_wasmplugin(&d.value)) {
+        checked += 1;
+        if let Err(e) = check_wasmplugin(&doc.value) {
+            failures.push(format!("{}: {e}", doc.name()));
+        }
+    }
+    assert!(checked >= 2, "only {checked} WasmPlugins checked");
+    assert!(
+        failures.is_empty(),
+        "pluginConfigs the filters would reject:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn a_bad_plugin_config_fails_naming_its_path() {
+    let mut doc = reviews_example();
+    assert_eq!(check_wasmplugin(&doc), Ok(()));
+    doc["spec"]["pluginConfig"]["services"][0]["split"] =
+        json!([{"version": "v1", "weight": 80}, {"version": "v2", "weight": 10}]);
+    let err = check_wasmplugin(&doc).expect_err("weights 80+10 must be rejected");
+    assert!(
+        err.starts_with("spec.pluginConfig.services[0].split:") && err.contains("100"),
+        "{err}"
+    );
+
+    let mut doc = reviews_example();
+    doc["spec"]["pluginConfig"]["services"][0]["rules"][0]["version"] = json!("v3");
+    let err = check_wasmplugin(&doc).expect_err("a version not in split");
+    assert!(
+        err.starts_with("spec.pluginConfig.services[0].rules[0].version:"),
+        "{err}"
+    );
+
+    let mut doc = reviews_example();
+    doc["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("pluginConfig");
+    let err = check_wasmplugin(&doc).expect_err("no pluginConfig");
+    assert!(err.contains("services"), "{err}");
+}
+
+#[test]
+fn a_bad_manifest_fails_the_crd_check() {
+    let mut doc = reviews_example();
+    doc["spec"]["url"] = json!("ftp://registry.example.com/canary-router.wasm");
+    doc["spec"]["match"][0]["mode"] = json!("OUTBOUND");
+    doc["spec"]["pluginConfg"] = json!({});
+    let errors = crd::validate(&doc).expect_err("invalid manifest");
+    let all = errors.join("\n");
+    for part in [
+        "spec.url: Invalid value",
+        "spec.match[0].mode: unsupported value \"OUTBOUND\"",
+        "spec.pluginConfg: unknown field",
+    ] {
+        assert!(all.contains(part), "{part:?} not in:\n{all}");
+    }
+}
+
+#[test]
+fn unknown_modules_fail_clearly() {
+    let mut doc = reviews_example();
+    doc["spec"]["url"] = json!("oci://registry.example.com/mesh-filters/rate-limiter:1.0.0");
+    let err = check_wasmplugin(&doc).expect_err("unknown module");
+    assert!(
+        err.contains("\"rate-limiter\"") && err.contains("check_plugin_config"),
+        "{err}"
+    );
+}
+
+#[test]
+fn module_names_come_from_the_last_url_segment() {
+    for (url, module) in [
+        (
+            "oci://registry.example.com/mesh-filters/canary-router:0.1.0",
+            "canary-router",
+        ),
+        (
+            "oci://registry.example.com:5000/mesh-filters/canary-router@sha256:0123abcd",
+            "canary-router",
+        ),
+        ("file:///opt/filters/canary_router.wasm", "canary-router"),
+        (
+            "https://example.com/releases/canary_router.wasm?download=1",
+            "canary-router",
+        ),
+        ("registry.example.com/canary-router", "canary-router"),
+    ] {
+        assert_eq!(module_name(url), module, "{url}");
+    }
+}
+
+/// The reviews example is one unit: the routing header the plugin writes is
+/// the one the VirtualService matches, and every version it can pick is a
+/// DestinationRule subset the VirtualService routes to.
+#[test]
+fn the_reviews_example_hangs_together() {
+    let docs = documents();
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d.file.starts_with("examples/reviews/") && d.value["kind"] == kind)
+            .map(|d| &d.value)
+            .unwrap_or_else(|| panic!("no {kind} in examples/reviews/"))
+    };
+    let (plugin, vs, dr) = (
+        find("WasmPlugin"),
+        find("VirtualService"),
+        find("DestinationRule"),
+    );
+    assert_eq!(plugin["spec"]["match"], json!([{"mode": "CLIENT"}]));
+    let config = &plugin["spec"]["pluginConfig"];
+    let header = config["routingHeader"].as_str().expect("routingHeader");
+    let subsets: Vec<&str> = dr["spec"]["subsets"]
+        .as_array()
+        .expect("subsets")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    let routes = vs["spec"]["http"].as_array().expect("http routes");
+    let routed: Vec<&str> = routes
+        .iter()
+        .flat_map(|r| r["route"].as_array().into_iter().flatten())
+        .filter_map(|d| d["destination"]["subset"].as_str())
+        .collect();
+    for service in config["services"].as_array().expect("services") {
+        let host = service["host"].as_str().expect("host");
+        assert!(
+            vs["spec"]["hosts"]
+                .as_array()
+                .expect("hosts")
+                .contains(&json!(host)),
+            "VirtualService hosts lack {host}"
+        );
+        assert_eq!(dr["spec"]["host"], host);
+        for split in service["split"].as_array().expect("split") {
+            let version = split["version"].as_str().expect("version");
+            assert!(subsets.contains(&version), "no subset {version}");
+            assert!(routed.contains(&version), "no route to {version}");
+            // Each non-default version is reached through the routing header.
+            let matched = routes.iter().any(|r| {
+                r["match"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m["headers"][header]["exact"] == version)
+                    && r["route"][0]["destination"]["subset"] == version
+            });
+            let is_default = routes.last().is_some_and(|r| {
+                r.get("match").is_none() && r["route"][0]["destination"]["subset"] == version
+            });
+            assert!(
+                matched || is_default,
+                "version {version}: no route matching {header}: {version}"
+            );
+        }
+    }
+}
