@@ -206,3 +206,66 @@ fn cluster(name: &str, addr: SocketAddr) -> Value {
         }}]}]}
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Phase, WasmPlugin};
+    use std::path::PathBuf;
+
+    #[test]
+    fn wasm_filters_are_translated_as_istiod_does() {
+        let dir = std::env::temp_dir().join(format!("bootstrap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("canary_router.wasm"), b"\0asm").unwrap();
+        let plugin = WasmPlugin {
+            namespace: "bookinfo".into(),
+            name: "canary".into(),
+            plugin_name: "canary-router".into(),
+            url: "oci://registry.example.com/x/canary-router:1".into(),
+            phase: Phase::Unspecified,
+            priority: 0,
+            fail_strategy: "FAIL_OPEN".into(),
+            plugin_config: Some(json!({"routingHeader": "x-v", "services": []})),
+            source: PathBuf::from("p.yaml"),
+        };
+        let manifests = Manifests {
+            plugins: vec![plugin],
+            routes: vec![],
+        };
+        let upstreams = [
+            ("v1".to_string(), SocketAddr::from(([127, 0, 0, 1], 1001))),
+            ("v2".to_string(), SocketAddr::from(([127, 0, 0, 1], 1002))),
+        ];
+        let b = render(&Inputs {
+            manifests: &manifests,
+            upstreams: &upstreams,
+            module_dir: &dir,
+            extra_clusters: &[],
+            stats_config: None,
+        })
+        .unwrap();
+        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let f = &hcm["http_filters"][0];
+        assert_eq!(f["name"], "bookinfo.canary");
+        let c = &f["typed_config"]["config"];
+        assert_eq!(c["root_id"], "canary-router");
+        assert_eq!(c["vm_config"]["vm_id"], "");
+        assert_eq!(c["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
+        assert_eq!(
+            c["configuration"]["@type"],
+            "type.googleapis.com/google.protobuf.StringValue"
+        );
+        let config: Value =
+            serde_json::from_str(c["configuration"]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(config["routingHeader"], "x-v");
+        assert_eq!(c["failure_policy"], "FAIL_OPEN");
+        assert_eq!(hcm["http_filters"][1]["name"], "envoy.filters.http.router");
+        // No VirtualService: the plugin's routing header picks the upstream.
+        let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(routes[1]["match"]["headers"][0]["name"], "x-v");
+        assert_eq!(routes[1]["route"]["cluster"], "demo-v2");
+        assert_eq!(routes[2]["route"]["cluster"], "demo-v1");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -302,4 +302,40 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn plugins_are_ordered_by_phase_then_descending_priority() {
+        let dir = std::env::temp_dir().join(format!("manifest-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let doc = |name: &str, phase: &str, priority: i64| {
+            format!(
+                "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata:\n  name: {name}\n  namespace: ns\nspec:\n  url: file:///m/{name}.wasm\n  pluginName: {name}-root\n  {phase}\n  priority: {priority}\n"
+            )
+        };
+        let docs = [
+            doc("none-low", "", 1),
+            doc("stats", "phase: STATS", 0),
+            doc("authz", "phase: AUTHZ", 0),
+            doc("authn-low", "phase: AUTHN", 1),
+            doc("authn-high", "phase: AUTHN", 10),
+            doc("none-high", "", 5),
+        ];
+        std::fs::write(dir.join("all.yaml"), docs.join("---\n")).unwrap();
+        let m = load(&dir).unwrap();
+        let order: Vec<String> = m.plugins.iter().map(|p| p.name.clone()).collect();
+        assert_eq!(
+            order,
+            [
+                "authn-high",
+                "authn-low",
+                "authz",
+                "stats",
+                "none-high",
+                "none-low"
+            ]
+        );
+        assert_eq!(m.plugins[0].filter_name(), "ns.authn-high");
+        assert_eq!(m.plugins[0].plugin_name, "authn-high-root");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
