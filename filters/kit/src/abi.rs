@@ -8,6 +8,9 @@ unsafe extern "C" {
     pub fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
     pub fn proxy_get_log_level(level: *mut u32) -> u32;
     pub fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+    pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    pub fn proxy_set_effective_context(context_id: u32) -> u32;
+    pub fn proxy_continue_stream(stream_type: u32) -> u32;
     pub fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,

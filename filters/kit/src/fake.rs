@@ -53,6 +53,25 @@ pub struct FakeHost {
     /// Foreign functions called, in order.
     pub foreign_calls: RefCell<Vec<String>>,
     pub local_response: RefCell<Option<LocalResponse>>,
+    /// HTTP calls started, in order.
+    pub http_calls: RefCell<Vec<HttpCall>>,
+    /// The response `http_call_response_*` serve.
+    pub http_call_response: RefCell<Option<crate::HttpCallResponse>>,
+    pub tick_period: Cell<Option<Duration>>,
+    /// The effective context, and the contexts resumed, in order.
+    pub effective_context: Cell<u32>,
+    pub resumed: RefCell<Vec<u32>>,
+    ended: RefCell<Vec<u32>>,
+}
+
+/// An HTTP call a filter started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCall {
+    pub token: u32,
+    pub cluster: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    pub timeout: Duration,
 }
 
 impl Default for FakeHost {
@@ -78,7 +97,18 @@ impl FakeHost {
             logs: RefCell::new(Vec::new()),
             foreign_calls: RefCell::new(Vec::new()),
             local_response: RefCell::new(None),
+            http_calls: RefCell::new(Vec::new()),
+            http_call_response: RefCell::new(None),
+            tick_period: Cell::new(None),
+            effective_context: Cell::new(0),
+            resumed: RefCell::new(Vec::new()),
+            ended: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Makes a context unknown, as Envoy does once a request has ended.
+    pub fn end_context(&self, context_id: u32) {
+        self.ended.borrow_mut().push(context_id);
     }
 
     /// A host whose request carries `headers`.
@@ -353,6 +383,69 @@ impl Host for FakeHost {
             Some(MetricType::Histogram) => m.samples.push(value),
             _ => m.value = i128::from(value),
         })
+    }
+
+    fn set_tick_period(&self, period: Duration) -> HostResult<()> {
+        self.check("set_tick_period")?;
+        self.tick_period.set(Some(period));
+        Ok(())
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+        timeout: Duration,
+    ) -> HostResult<u32> {
+        self.check("http_call")?;
+        let mut calls = self.http_calls.borrow_mut();
+        let token = calls.len() as u32 + 1;
+        calls.push(HttpCall {
+            token,
+            cluster: cluster.to_string(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_vec()))
+                .collect(),
+            body: body.to_vec(),
+            timeout,
+        });
+        Ok(token)
+    }
+
+    fn http_call_response_headers(&self) -> HostResult<Headers> {
+        self.check("http_call_response_headers")?;
+        Ok(self
+            .http_call_response
+            .borrow()
+            .as_ref()
+            .map(|r| r.headers.clone())
+            .unwrap_or_default())
+    }
+
+    fn http_call_response_body(&self) -> HostResult<Option<Vec<u8>>> {
+        self.check("http_call_response_body")?;
+        Ok(self
+            .http_call_response
+            .borrow()
+            .as_ref()
+            .map(|r| r.body.clone()))
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> HostResult<()> {
+        self.check("set_effective_context")?;
+        if self.ended.borrow().contains(&context_id) {
+            return Err(HostError::BadArgument);
+        }
+        self.effective_context.set(context_id);
+        Ok(())
+    }
+
+    fn resume_request(&self) -> HostResult<()> {
+        self.check("resume_request")?;
+        self.resumed.borrow_mut().push(self.effective_context.get());
+        Ok(())
     }
 
     fn metric(&self, id: u32) -> HostResult<u64> {

@@ -27,6 +27,45 @@ pub trait Filter: Sized + 'static {
 
     /// The per-request part.
     fn new_http(self: &Rc<Self>) -> Self::Http;
+
+    /// How often `on_tick` runs on each worker; `None` for never.
+    fn tick_period(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Runs every `tick_period` on each worker, before paused requests are
+    /// woken.
+    fn on_tick(self: &Rc<Self>, _host: &dyn Host) {}
+
+    /// The answer to `Host::http_call` `token`; `None` when the call failed
+    /// (reset, timeout) before a response arrived.
+    fn on_http_call_response(
+        self: &Rc<Self>,
+        _host: &dyn Host,
+        _token: u32,
+        _response: Option<HttpCallResponse>,
+    ) {
+    }
+}
+
+/// A response to `Host::http_call`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpCallResponse {
+    pub status: u16,
+    pub headers: crate::Headers,
+    pub body: Vec<u8>,
+}
+
+/// What a paused request does when woken (after each tick or HTTP call
+/// response).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Let the request go on.
+    Resume,
+    /// Stay paused.
+    Wait,
+    /// The filter answered it (a local reply); forget it.
+    Done,
 }
 
 /// The per-request callbacks. Defaults do nothing.
@@ -39,4 +78,10 @@ pub trait HttpFilter {
     }
     /// Runs for every request, including those answered by an earlier filter.
     fn on_log(&mut self, _host: &dyn Host) {}
+
+    /// A request paused by `on_request_headers` (returning `Pause`) is woken
+    /// after every tick and HTTP call response until this says otherwise.
+    fn on_wake(&mut self, _host: &dyn Host) -> Wake {
+        Wake::Resume
+    }
 }

@@ -162,6 +162,29 @@ pub trait Host {
     fn record_metric(&self, id: u32, value: u64) -> HostResult<()>;
     fn metric(&self, id: u32) -> HostResult<u64>;
 
+    /// Calls `on_tick` every `period` (zero stops it).
+    fn set_tick_period(&self, period: std::time::Duration) -> HostResult<()>;
+
+    /// Starts an HTTP call to an Envoy cluster (in Istio,
+    /// `outbound|PORT||HOST`). `headers` must hold `:method`, `:path` and
+    /// `:authority`. The answer arrives in `Filter::on_http_call_response`.
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+        timeout: std::time::Duration,
+    ) -> HostResult<u32>;
+    /// During `on_http_call_response`: the response's headers.
+    fn http_call_response_headers(&self) -> HostResult<Headers>;
+    /// During `on_http_call_response`: the response's body.
+    fn http_call_response_body(&self) -> HostResult<Option<Vec<u8>>>;
+
+    /// Makes later calls act on another context (a paused request, say).
+    fn set_effective_context(&self, context_id: u32) -> HostResult<()>;
+    /// Resumes the paused request of the effective context.
+    fn resume_request(&self) -> HostResult<()>;
+
     /// Makes Envoy pick the route again after a request header changed.
     ///
     /// Envoy re-selects the route by itself after a header change for ABI

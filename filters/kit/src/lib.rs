@@ -18,6 +18,7 @@ pub mod hash;
 pub mod headers;
 pub mod host;
 pub mod logger;
+pub mod pause;
 
 #[cfg(target_os = "wasi")]
 mod abi;
@@ -29,6 +30,6 @@ pub use proxy_wasm;
 pub use config::ConfigError;
 pub use duration::Duration;
 pub use fake::FakeHost;
-pub use filter::{Action, Filter, HttpFilter};
+pub use filter::{Action, Filter, HttpCallResponse, HttpFilter, Wake};
 pub use headers::Headers;
 pub use host::{Host, HostError, LogLevel, MapType, MetricType};

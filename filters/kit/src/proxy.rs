@@ -3,15 +3,18 @@
 //! everything it calls is tested natively with [`crate::FakeHost`].
 
 use crate::abi;
-use crate::filter::{Action, Filter, HttpFilter};
+use crate::filter::{Action, Filter, HttpCallResponse, HttpFilter};
 use crate::headers::{self, Headers};
 use crate::host::{Host, HostError, HostResult, LogLevel, MapType, MetricType, SharedValue};
-use std::cell::Cell;
+use crate::pause::PausedRequests;
+use std::cell::{Cell, RefCell};
 use std::ptr::null_mut;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+const BUFFER_HTTP_CALL_RESPONSE_BODY: u32 = 4;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+const STREAM_HTTP_REQUEST: u32 = 0;
 
 /// The host as Envoy provides it. Every call maps its status to a
 /// [`HostError`]; none panics.
@@ -261,6 +264,59 @@ impl Host for ProxyHost {
         HostError::check(unsafe { abi::proxy_record_metric(id, value) })
     }
 
+    fn set_tick_period(&self, period: Duration) -> HostResult<()> {
+        let ms = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
+        // SAFETY: no pointers.
+        HostError::check(unsafe { abi::proxy_set_tick_period_milliseconds(ms) })
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+        timeout: Duration,
+    ) -> HostResult<u32> {
+        // Through the SDK, which records the token so that its dispatcher
+        // can route the response back (it panics on a token it did not see).
+        // Its panic arm covers statuses other than Ok, BadArgument and
+        // InternalFailure, which Envoy's httpCall never returns.
+        let headers = headers
+            .iter()
+            .map(|(n, v)| std::str::from_utf8(v).map(|v| (*n, v)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| HostError::BadArgument)?;
+        proxy_wasm::hostcalls::dispatch_http_call(
+            cluster,
+            headers,
+            (!body.is_empty()).then_some(body),
+            vec![],
+            timeout,
+        )
+        .map_err(|s| HostError::from_status(s as u32).unwrap_or(HostError::InternalFailure))
+    }
+
+    fn http_call_response_headers(&self) -> HostResult<Headers> {
+        self.headers(MapType::HttpCallResponseHeaders)
+    }
+
+    fn http_call_response_body(&self) -> HostResult<Option<Vec<u8>>> {
+        get_bytes(|d, s| unsafe {
+            // SAFETY: valid out pointers.
+            abi::proxy_get_buffer_bytes(BUFFER_HTTP_CALL_RESPONSE_BODY, 0, usize::MAX, d, s)
+        })
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> HostResult<()> {
+        // SAFETY: no pointers.
+        HostError::check(unsafe { abi::proxy_set_effective_context(context_id) })
+    }
+
+    fn resume_request(&self) -> HostResult<()> {
+        // SAFETY: no pointers.
+        HostError::check(unsafe { abi::proxy_continue_stream(STREAM_HTTP_REQUEST) })
+    }
+
     fn metric(&self, id: u32) -> HostResult<u64> {
         let mut value = 0u64;
         // SAFETY: valid out pointer.
@@ -279,6 +335,7 @@ pub fn register<F: Filter>() {
 struct Root<F: Filter> {
     host: Rc<ProxyHost>,
     filter: Option<Rc<F>>,
+    paused: Rc<PausedRequests<F::Http>>,
 }
 
 impl<F: Filter> Root<F> {
@@ -286,11 +343,44 @@ impl<F: Filter> Root<F> {
         Root {
             host: Rc::new(ProxyHost::new()),
             filter: None,
+            paused: Rc::new(PausedRequests::default()),
         }
     }
 }
 
-impl<F: Filter> proxy_wasm::traits::Context for Root<F> {}
+impl<F: Filter> proxy_wasm::traits::Context for Root<F> {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
+        let Some(filter) = &self.filter else {
+            return;
+        };
+        let host = &*self.host;
+        // Envoy reports a failed call (reset, timeout) with no headers.
+        let response = host
+            .http_call_response_headers()
+            .ok()
+            .filter(|h| !h.is_empty())
+            .map(|headers| HttpCallResponse {
+                status: headers
+                    .get_str(":status")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                body: host
+                    .http_call_response_body()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+                headers,
+            });
+        filter.on_http_call_response(host, token, response);
+        self.paused.wake_all(host);
+    }
+}
 
 impl<F: Filter> proxy_wasm::traits::RootContext for Root<F> {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -304,6 +394,12 @@ impl<F: Filter> proxy_wasm::traits::RootContext for Root<F> {
         };
         match F::configure(config.as_deref(), &*self.host) {
             Ok(filter) => {
+                if let Some(period) = filter.tick_period()
+                    && let Err(e) = self.host.set_tick_period(period)
+                {
+                    log::error!("cannot set the tick period: {e}");
+                    return false;
+                }
                 self.filter = Some(Rc::new(filter));
                 true
             }
@@ -316,10 +412,22 @@ impl<F: Filter> proxy_wasm::traits::RootContext for Root<F> {
         }
     }
 
-    fn create_http_context(&self, _id: u32) -> Option<Box<dyn proxy_wasm::traits::HttpContext>> {
+    fn on_tick(&mut self) {
+        if let Some(filter) = &self.filter {
+            filter.on_tick(&*self.host);
+        }
+        self.paused.wake_all(&*self.host);
+    }
+
+    fn create_http_context(&self, id: u32) -> Option<Box<dyn proxy_wasm::traits::HttpContext>> {
         Some(Box::new(Http::<F> {
+            id,
             host: self.host.clone(),
-            inner: self.filter.as_ref().map(|f| f.new_http()),
+            inner: self
+                .filter
+                .as_ref()
+                .map(|f| Rc::new(RefCell::new(f.new_http()))),
+            paused: self.paused.clone(),
         }))
     }
 
@@ -329,16 +437,25 @@ impl<F: Filter> proxy_wasm::traits::RootContext for Root<F> {
 }
 
 /// One request. Without a configured filter (which Envoy does not allow) it
-/// passes everything through.
+/// passes everything through. Callbacks that arrive while the filter is busy
+/// (Envoy re-entering during a local reply sent from a wake) are skipped.
 struct Http<F: Filter> {
+    id: u32,
     host: Rc<ProxyHost>,
-    inner: Option<F::Http>,
+    inner: Option<Rc<RefCell<F::Http>>>,
+    paused: Rc<PausedRequests<F::Http>>,
 }
 
-fn to_proxy(action: Action) -> proxy_wasm::types::Action {
-    match action {
-        Action::Continue => proxy_wasm::types::Action::Continue,
-        Action::Pause => proxy_wasm::types::Action::Pause,
+impl<F: Filter> Http<F> {
+    fn with(&self, f: impl FnOnce(&mut F::Http, &dyn Host) -> Action) -> proxy_wasm::types::Action {
+        let action = match self.inner.as_ref().map(|h| h.try_borrow_mut()) {
+            Some(Ok(mut http)) => f(&mut http, &*self.host),
+            _ => Action::Continue,
+        };
+        match action {
+            Action::Continue => proxy_wasm::types::Action::Continue,
+            Action::Pause => proxy_wasm::types::Action::Pause,
+        }
     }
 }
 
@@ -346,23 +463,30 @@ impl<F: Filter> proxy_wasm::traits::Context for Http<F> {}
 
 impl<F: Filter> proxy_wasm::traits::HttpContext for Http<F> {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> proxy_wasm::types::Action {
-        match &mut self.inner {
-            Some(f) => to_proxy(f.on_request_headers(&*self.host, eos)),
-            None => proxy_wasm::types::Action::Continue,
+        let action = self.with(|h, host| h.on_request_headers(host, eos));
+        if action == proxy_wasm::types::Action::Pause
+            && let Some(http) = &self.inner
+        {
+            self.paused.add(self.id, http.clone());
         }
+        action
     }
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> proxy_wasm::types::Action {
-        match &mut self.inner {
-            Some(f) => to_proxy(f.on_response_headers(&*self.host, eos)),
-            None => proxy_wasm::types::Action::Continue,
-        }
+        self.with(|h, host| h.on_response_headers(host, eos))
     }
 
     fn on_log(&mut self) {
-        if let Some(f) = &mut self.inner {
-            f.on_log(&*self.host);
-        }
+        self.with(|h, host| {
+            h.on_log(host);
+            Action::Continue
+        });
+    }
+}
+
+impl<F: Filter> Drop for Http<F> {
+    fn drop(&mut self) {
+        self.paused.remove(self.id);
     }
 }
 
