@@ -7,6 +7,8 @@ pub mod client;
 pub mod crd;
 pub mod envoy;
 pub mod harness;
+pub mod jose;
+pub mod jwks_server;
 pub mod manifest;
 pub mod upstream;
 
