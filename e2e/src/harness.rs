@@ -4,6 +4,8 @@
 use crate::bootstrap::{self, Inputs};
 use crate::client::{self, Response};
 use crate::envoy::{self, Envoy};
+use crate::jose::{self, Alg, TestKeys};
+use crate::jwks_server::JwksServer;
 use crate::manifest::{self, Manifests};
 use crate::upstream::{Upstream, Upstreams};
 use anyhow::{Context, Result};
@@ -22,11 +24,50 @@ pub struct Options {
     /// Extra clusters to point at loopback servers.
     pub extra_clusters: Vec<(String, SocketAddr)>,
     pub stats_config: Option<Value>,
+    /// The JWKS server for every `jwksUri` in the plugins; without one, the
+    /// harness starts its own serving the demo keys.
+    pub jwks_server: Option<JwksServer>,
+}
+
+/// The JWKS clusters the plugins' providers fetch through: `jwksCluster`, or
+/// Istio's `outbound|PORT||HOST` derived from `jwksUri`.
+pub fn jwks_clusters(manifests: &Manifests) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in &manifests.plugins {
+        let providers = p
+            .plugin_config
+            .as_ref()
+            .and_then(|c| c.get("providers"))
+            .and_then(Value::as_array);
+        for provider in providers.into_iter().flatten() {
+            let Some(uri) = provider.get("jwksUri").and_then(Value::as_str) else {
+                continue;
+            };
+            let cluster = provider
+                .get("jwksCluster")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if let Ok(remote) = jwt_auth::config::parse_jwks_uri("jwksUri", uri, cluster)
+                && !out.contains(&remote.cluster)
+            {
+                out.push(remote.cluster);
+            }
+        }
+    }
+    out
+}
+
+/// The demo keys the harness's own JWKS server publishes (test keys only).
+pub fn demo_jwks() -> Result<String> {
+    let keys = TestKeys::load()?;
+    Ok(jose::jwks(&[keys.alg(Alg::RS256), keys.alg(Alg::ES256)]))
 }
 
 pub struct Harness {
     pub envoy: Envoy,
     pub upstreams: Upstreams,
+    /// Serves every provider's `jwksUri`, when a plugin has one.
+    pub jwks: Option<JwksServer>,
     /// The listener's address on loopback.
     pub listener: SocketAddr,
     pub manifests: Manifests,
@@ -83,11 +124,22 @@ impl Harness {
 
     /// Reads the manifests, starts the upstreams, checks the generated
     /// config with `envoy --mode validate`, then starts Envoy.
-    pub fn start_with(path: &Path, options: Options) -> Result<Harness> {
+    pub fn start_with(path: &Path, mut options: Options) -> Result<Harness> {
         let bin = envoy::ensure_envoy()?;
         let manifests = manifest::load(path)?;
         let upstreams = Upstreams::start(&VERSIONS)?;
         let dir = run_dir()?;
+        let clusters = jwks_clusters(&manifests);
+        let jwks = match (options.jwks_server.take(), clusters.is_empty()) {
+            (Some(server), _) => Some(server),
+            (None, false) => Some(JwksServer::start(demo_jwks()?)?),
+            (None, true) => None,
+        };
+        if let Some(server) = &jwks {
+            for c in clusters {
+                options.extra_clusters.push((c, server.addr));
+            }
+        }
         let config = write_config(&manifests, &upstreams, &options, &dir)?;
         if !options.skip_validate {
             envoy::validate(&bin, &config)?;
@@ -97,6 +149,7 @@ impl Harness {
         Ok(Harness {
             envoy,
             upstreams,
+            jwks,
             listener,
             manifests,
             dir,
@@ -109,7 +162,16 @@ impl Harness {
         let manifests = manifest::load(path)?;
         let upstreams = Upstreams::start(&VERSIONS)?;
         let dir = run_dir()?;
-        let config = write_config(&manifests, &upstreams, &Options::default(), &dir)?;
+        // JWKS clusters need only exist for validation; nothing is fetched.
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 9));
+        let options = Options {
+            extra_clusters: jwks_clusters(&manifests)
+                .into_iter()
+                .map(|c| (c, loopback))
+                .collect(),
+            ..Options::default()
+        };
+        let config = write_config(&manifests, &upstreams, &options, &dir)?;
         envoy::validate(&bin, &config)
     }
 
@@ -135,9 +197,24 @@ impl Harness {
         Ok(client::admin_get(self.envoy.admin, "/stats/prometheus")?.1)
     }
 
-    /// Stops Envoy, then the upstreams.
+    /// Stops Envoy, then the upstreams and the JWKS server.
     pub fn stop(&mut self) {
         self.envoy.stop();
         self.upstreams.stop();
+        if let Some(j) = self.jwks.as_mut() {
+            j.stop();
+        }
+    }
+
+    /// A counter or gauge from Envoy's admin `/stats`, by its full name.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let (_, body) = client::admin_get(self.envoy.admin, "/stats?format=json").ok()?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        v["stats"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == name)?
+            .get("value")?
+            .as_u64()
     }
 }
