@@ -91,6 +91,7 @@ fn print_banner(h: &Harness, path: &std::path::Path) {
         .map(|h| h.trim_start_matches("*.").to_string())
         .unwrap_or_else(|| "reviews".to_string());
     let url = format!("http://{}", h.listener);
+    let host = host.as_str();
     println!("\ntry:");
     println!("  curl -s -H 'host: {host}' {url}/                      # the split picks a version");
     println!("  curl -s -H 'host: {host}' -H 'x-user-id: alice' {url}/ # sticky per user");
@@ -105,5 +106,58 @@ fn print_banner(h: &Harness, path: &std::path::Path) {
             .map(|u| format!("http://{}", u.addr))
             .unwrap_or_default()
     );
+    if let Some(jwks) = &h.jwks {
+        print_jwt_help(h, jwks.addr, &url, host);
+    }
     println!("\nCtrl-C stops Envoy and the upstreams.");
+}
+
+/// For JWT plugins: a demo token signed by the harness's demo key (test key
+/// only), with the first provider's issuer and audience, valid for an hour.
+fn print_jwt_help(h: &Harness, jwks: std::net::SocketAddr, url: &str, host: &str) {
+    let Some(provider) = h
+        .manifests
+        .plugins
+        .iter()
+        .filter_map(|p| {
+            p.plugin_config
+                .as_ref()?
+                .get("providers")?
+                .as_array()?
+                .first()
+                .cloned()
+        })
+        .next()
+    else {
+        return;
+    };
+    let issuer = provider
+        .get("issuer")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let audience = provider
+        .get("audiences")
+        .and_then(|a| a.get(0))
+        .and_then(|a| a.as_str())
+        .unwrap_or("api");
+    let Ok(keys) = e2e::jose::TestKeys::load() else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = serde_json::json!({
+        "iss": issuer, "aud": audience, "sub": "demo-user",
+        "iat": now, "exp": now + 3600, "groups": ["beta"]
+    });
+    let token = keys.alg(e2e::jose::Alg::RS256).token(claims);
+    println!("\nJWT: every jwksUri is served by a demo JWKS server at http://{jwks} (test keys).");
+    println!("  TOKEN={token}");
+    println!(
+        "  curl -s -H 'host: {host}' -H \"authorization: Bearer $TOKEN\" {url}/api   # claims reach the upstream"
+    );
+    println!(
+        "  curl -s -i -H 'host: {host}' {url}/api                                  # 401 without a token"
+    );
 }
