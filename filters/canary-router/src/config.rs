@@ -7,7 +7,7 @@ use crate::route::{
 };
 use kit::ConfigError;
 use kit::claims::ClaimSource;
-use kit::config::join;
+use kit::config::{RESERVED_HEADERS, header_name, join};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -105,24 +105,8 @@ pub fn compile_json(bytes: Option<&[u8]>) -> Result<Router, ConfigError> {
     kit::config::parse_json::<RawConfig>(bytes)?.compile()
 }
 
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
-    if !is_token(name) {
-        return Err(ConfigError::new(
-            path,
-            format!("expected an HTTP header name, got {name:?}"),
-        ));
-    }
-    Ok(name.to_ascii_lowercase())
-}
-
 fn cookie_name(path: &str, name: &str) -> Result<String, ConfigError> {
-    if !is_token(name) {
+    if !kit::config::is_token(name) {
         return Err(ConfigError::new(
             path,
             format!("expected a cookie name, got {name:?}"),
@@ -130,23 +114,6 @@ fn cookie_name(path: &str, name: &str) -> Result<String, ConfigError> {
     }
     Ok(name.to_string())
 }
-
-/// Headers that carry meaning of their own: the filter overwrites or removes
-/// its routing header on every request, so it must not be one of these.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "cookie",
-    "authorization",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "te",
-    "upgrade",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-request-id",
-];
 
 impl RawConfig {
     pub fn compile(self) -> Result<Router, ConfigError> {

@@ -4,7 +4,7 @@
 
 use crate::jwks::KeySet;
 use kit::ConfigError;
-use kit::config::join;
+use kit::config::{RESERVED_HEADERS, header_name, join};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -184,20 +184,6 @@ pub fn compile_json(bytes: Option<&[u8]>) -> Result<Config, ConfigError> {
     kit::config::parse_json::<RawConfig>(bytes)?.compile()
 }
 
-fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !ok {
-        return Err(ConfigError::new(
-            path,
-            format!("expected an HTTP header name, got {name:?}"),
-        ));
-    }
-    Ok(name.to_ascii_lowercase())
-}
-
 impl RawConfig {
     pub fn compile(self) -> Result<Config, ConfigError> {
         if self.providers.is_empty() {
@@ -250,19 +236,6 @@ impl RawConfig {
         })
     }
 }
-
-/// Headers the filter must not write or strip.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "cookie",
-    "authorization",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "te",
-    "upgrade",
-];
 
 impl RawProvider {
     fn compile(self, path: &str) -> Result<Provider, ConfigError> {

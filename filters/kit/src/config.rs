@@ -52,6 +52,41 @@ pub fn parse_json<T: DeserializeOwned>(bytes: Option<&[u8]>) -> Result<T, Config
     Ok(value)
 }
 
+/// Whether `s` is an HTTP token (RFC 9110): a valid header or cookie name.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A header name from config, lowercased as Envoy keeps them.
+pub fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
+    if !is_token(name) {
+        return Err(ConfigError::new(
+            path,
+            format!("expected an HTTP header name, got {name:?}"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// Headers with a meaning of their own. A filter that sets or strips a
+/// header on every request must not be configured to own one of these.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "cookie",
+    "authorization",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-request-id",
+];
+
 /// Joins a JSON path and a field: `join("services[0]", "split")`.
 pub fn join(path: &str, field: &str) -> String {
     if path.is_empty() {
