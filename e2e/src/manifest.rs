@@ -100,6 +100,28 @@ impl WasmPlugin {
     }
 }
 
+/// Writes a one-file manifest directory for tests: a WasmPlugin `name` in
+/// namespace `bookinfo` running `module` (e.g. `canary-router`) at `phase`
+/// (`None`: unspecified) with `config` as its pluginConfig. The directory is
+/// under `target/e2e-fixtures`, unique per process.
+pub fn write_test_plugin(
+    dir_name: &str,
+    module: &str,
+    phase: Option<&str>,
+    config: &Value,
+) -> Result<PathBuf> {
+    let dir = crate::envoy::target_dir()
+        .join("e2e-fixtures")
+        .join(format!("{dir_name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let phase = phase.map(|p| format!("  phase: {p}\n")).unwrap_or_default();
+    let yaml = format!(
+        "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata:\n  name: {module}\n  namespace: bookinfo\nspec:\n  url: oci://registry.example.com/mesh-filters/{module}:0.1.0\n  pluginName: {module}\n{phase}  pluginConfig: {config}\n"
+    );
+    std::fs::write(dir.join(format!("{module}.yaml")), yaml)?;
+    Ok(dir)
+}
+
 /// Reads a manifest file, or every `.yaml`/`.yml` file under a directory
 /// (sorted, recursively). Kinds other than WasmPlugin and VirtualService are
 /// accepted and ignored (DestinationRules, for example).

@@ -8,18 +8,9 @@ fn examples() -> PathBuf {
     e2e::envoy::workspace_root().join("wasmplugins/examples/reviews")
 }
 
-/// Writes a one-file manifest directory holding a canary-router WasmPlugin
-/// with `config` as its pluginConfig.
+/// A manifest directory with one canary-router WasmPlugin.
 fn manifest_dir(name: &str, config: &Value) -> PathBuf {
-    let dir = e2e::envoy::target_dir()
-        .join("e2e-fixtures")
-        .join(format!("{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let yaml = format!(
-        "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata:\n  name: canary-router\n  namespace: bookinfo\nspec:\n  url: oci://registry.example.com/mesh-filters/canary-router:0.1.0\n  pluginName: canary-router\n  match: [{{mode: CLIENT}}]\n  pluginConfig: {config}\n"
-    );
-    std::fs::write(dir.join("canary-router.yaml"), yaml).unwrap();
-    dir
+    e2e::manifest::write_test_plugin(name, "canary-router", None, config).unwrap()
 }
 
 fn reviews(split: Value) -> Value {
