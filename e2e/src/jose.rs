@@ -740,6 +740,10 @@ pub enum Reject {
     Typ,
     /// `crit` present (even empty: RFC 7515 forbids `[]`).
     Crit,
+    /// A `jwk` header member that is not a string (the RFC 7515 object form):
+    /// refused before any key is tried, since jwt-simple, one of the
+    /// filter's two verify paths, cannot read it.
+    HeaderMember,
     /// No JWKS key has the token's kid (or, without a kid, the token's alg).
     UnknownKey,
     /// The kid's key is for another algorithm or key type (RS256 to HS256
@@ -903,8 +907,9 @@ pub fn corpus(keys: &TestKeys, now: u64) -> Vec<CorpusToken> {
             base.clone(),
         ),
     );
-    c.ok(
-        "valid_jwk_header_ignored",
+    c.bad(
+        "jwk_header_object_trusted_key",
+        R::HeaderMember,
         rs.sign(
             header_with(rs, json!({"jwk": attacker.jwk()})),
             base.clone(),
@@ -1284,7 +1289,7 @@ pub fn corpus(keys: &TestKeys, now: u64) -> Vec<CorpusToken> {
     let attacker_header = |set: Value| header_with(attacker, set);
     c.bad(
         "jwk_header_attacker_key",
-        R::UnknownKey,
+        R::HeaderMember,
         attacker.sign(
             attacker_header(json!({"jwk": attacker.jwk()})),
             base.clone(),
@@ -1292,7 +1297,7 @@ pub fn corpus(keys: &TestKeys, now: u64) -> Vec<CorpusToken> {
     );
     c.bad(
         "jwk_header_attacker_key_no_kid",
-        R::Signature,
+        R::HeaderMember,
         attacker.sign(
             attacker_header(json!({"jwk": attacker.jwk(), "kid": null})),
             base.clone(),
@@ -1300,7 +1305,7 @@ pub fn corpus(keys: &TestKeys, now: u64) -> Vec<CorpusToken> {
     );
     c.bad(
         "jwk_header_attacker_key_trusted_kid",
-        R::Signature,
+        R::HeaderMember,
         attacker.sign(
             attacker_header(json!({"jwk": attacker.jwk(), "kid": rs.kid})),
             base.clone(),
@@ -1309,7 +1314,7 @@ pub fn corpus(keys: &TestKeys, now: u64) -> Vec<CorpusToken> {
     let attacker_secret = b"attacker-chosen-hmac-secret-attacker-chosen-hmac-secret-0123456";
     c.bad(
         "jwk_header_attacker_hmac_no_kid",
-        R::Signature,
+        R::HeaderMember,
         sign_hmac(
             attacker_secret,
             Alg::HS256,

@@ -390,6 +390,9 @@ fn reference_validate(token: &str, jwks: &[RefKey], now: u64) -> Result<Value, R
     if header.contains_key("crit") {
         return Err(Reject::Crit);
     }
+    if header.get("jwk").is_some_and(|v| !v.is_string()) {
+        return Err(Reject::HeaderMember);
+    }
     let input = format!("{}.{}", segs[0], segs[1]);
     let weak = |k: &RefKey| k.rsa_bits.is_some_and(|b| b < MIN_RSA_BITS);
     let verify = |k: &RefKey| {
@@ -477,7 +480,7 @@ fn corpus_is_well_formed() {
         .collect();
     assert_eq!(
         used.len(),
-        20,
+        21,
         "every Reject variant is exercised: {used:?}"
     );
     for name in [
@@ -784,7 +787,7 @@ fn malformed_tokens_are_malformed_as_intended() {
         ("valid_jku_ignored", "jku"),
         ("valid_x5u_ignored", "x5u"),
         ("valid_x5c_ignored", "x5c"),
-        ("valid_jwk_header_ignored", "jwk"),
+        ("jwk_header_object_trusted_key", "jwk"),
     ] {
         assert!(
             header_of(&token(name).token).get(member).is_some(),

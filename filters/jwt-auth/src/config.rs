@@ -107,6 +107,10 @@ pub const DEFAULT_CACHE_DURATION: Duration = Duration::from_secs(600);
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
 pub const DEFAULT_CACHE_ENTRIES: usize = 1000;
+/// Larger skews would make a token valid for ages, and overflow time
+/// arithmetic.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(3600);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A compiled configuration.
 #[derive(Debug)]
@@ -355,6 +359,21 @@ impl RawProvider {
                 "expected at least 1s",
             ));
         }
+        let clock_skew = self
+            .clock_skew
+            .map_or(DEFAULT_CLOCK_SKEW, kit::Duration::get);
+        if clock_skew > MAX_CLOCK_SKEW {
+            return Err(ConfigError::new(
+                join(path, "clockSkew"),
+                "expected at most 1h",
+            ));
+        }
+        if timeout > MAX_TIMEOUT {
+            return Err(ConfigError::new(
+                join(path, "timeout"),
+                "expected at most 5m",
+            ));
+        }
         let max_token_bytes = self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
         if max_token_bytes < 64 {
             return Err(ConfigError::new(
@@ -373,9 +392,7 @@ impl RawProvider {
             forward_original_token: self.forward_original_token,
             payload_header,
             claim_headers,
-            clock_skew: self
-                .clock_skew
-                .map_or(DEFAULT_CLOCK_SKEW, kit::Duration::get),
+            clock_skew,
             require_expiration: self.require_expiration,
             max_token_bytes,
         })

@@ -404,16 +404,17 @@ impl JwtHttp {
             let fresh = e
                 .exp
                 .is_none_or(|exp| now <= exp.saturating_add(p.clock_skew.as_secs()));
-            if candidates.contains(&e.provider)
-                && fresh
-                && f.keys[e.provider]
-                    .current()
-                    .contains_fingerprint(e.key_fingerprint)
-            {
+            let signed = f.keys[e.provider]
+                .current()
+                .contains_fingerprint(e.key_fingerprint);
+            if !fresh || !signed {
+                f.cache.borrow_mut().remove(token_str);
+            } else if candidates.contains(&e.provider) {
                 f.metrics.bump(host, "cache.hit");
                 return Decision::Allow(e);
             }
-            f.cache.borrow_mut().remove(token_str);
+            // Still valid, but for a provider this rule does not take: the
+            // entry stays, and this request is decided anew.
         }
         f.metrics.bump(host, "cache.miss");
         let max = candidates

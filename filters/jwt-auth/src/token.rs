@@ -182,8 +182,31 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, Reject> {
         Some(_) => return Err(Reject::Malformed("kid must be a string")),
     };
     // jku, x5u, jwk and x5c are never fetched or trusted: keys come only from
-    // the configured JWKS.
+    // the configured JWKS. jwt-simple (one of the two verify paths) types
+    // them strictly, so they are held to those types here: one decision,
+    // whichever path checks the signature. An RFC 7515 `jwk` object is
+    // refused for that reason.
+    for name in ["cty", "jku", "jwk", "x5u", "x5t", "x5t#S256"] {
+        if header.get(name).is_some_and(|v| !v.is_string()) {
+            return Err(Reject::Malformed("unsupported header member"));
+        }
+    }
+    if let Some(x5c) = header.get("x5c")
+        && !x5c
+            .as_array()
+            .is_some_and(|a| a.iter().all(Value::is_string))
+    {
+        return Err(Reject::Malformed("unsupported header member"));
+    }
+    if header.contains_key("salt") {
+        return Err(Reject::Malformed("unsupported header member"));
+    }
     let claims = object(p, "bad payload")?;
+    for name in ["sub", "jti", "nonce"] {
+        if claims.get(name).is_some_and(|v| !v.is_string()) {
+            return Err(Reject::Malformed("sub, jti and nonce must be strings"));
+        }
+    }
     let signature =
         b64url_strict(s.as_bytes()).ok_or(Reject::Malformed("bad signature encoding"))?;
     let iss = match claims.get("iss") {
