@@ -10,6 +10,7 @@ pub mod harness;
 pub mod jose;
 pub mod jwks_server;
 pub mod manifest;
+pub mod native_jwt;
 pub mod upstream;
 
 pub use harness::{Harness, Options};

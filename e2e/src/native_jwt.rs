@@ -1,0 +1,191 @@
+//! A second Envoy running Envoy's NATIVE `envoy.filters.http.jwt_authn`
+//! filter, configured like a jwt-auth WasmPlugin, for the differential test
+//! (`tests/jwt_differential.rs`): the same token through both must get the
+//! same decision, except for a listed table of intended differences.
+//!
+//! Two providers, both with the same issuer, audiences, token location and
+//! clock skew, `forward: false` and no `jwt_cache_config` (so native's
+//! verified-token cache is off: every token is verified):
+//! - [`REMOTE`]: `remote_jwks` fetched through the STATIC cluster
+//!   [`JWKS_CLUSTER`] from a loopback JWKS server, with `async_fetch`, so
+//!   the listener starts only once the first fetch is done; it applies on
+//!   prefix `/`;
+//! - [`INLINE`]: `local_jwks` with an inline document; it applies on prefix
+//!   [`INLINE_PREFIX`].
+//!
+//! Requests that pass go through the router to one demo upstream.
+
+use crate::envoy::{self, Envoy};
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The listener's name.
+pub const LISTENER: &str = "native";
+/// The provider with a remote JWKS (prefix `/`).
+pub const REMOTE: &str = "remote";
+/// The provider with an inline JWKS (prefix [`INLINE_PREFIX`]).
+pub const INLINE: &str = "inline";
+/// Requests under this prefix need a token for [`INLINE`].
+pub const INLINE_PREFIX: &str = "/inline/";
+/// The STATIC cluster the remote JWKS is fetched through.
+pub const JWKS_CLUSTER: &str = "jwks";
+/// The STATIC cluster of the demo upstream.
+pub const UPSTREAM_CLUSTER: &str = "demo";
+
+/// What the native bootstrap is built from.
+pub struct Inputs<'a> {
+    pub issuer: &'a str,
+    pub audiences: &'a [&'a str],
+    pub clock_skew_secs: u64,
+    /// The loopback JWKS server [`REMOTE`] fetches from.
+    pub jwks_server: SocketAddr,
+    /// The path the JWKS is fetched on.
+    pub jwks_path: &'a str,
+    /// The JWKS document [`INLINE`] holds.
+    pub inline_jwks: &'a str,
+    /// Where requests that pass are routed.
+    pub upstream: SocketAddr,
+}
+
+/// One `JwtProvider`, without its JWKS source.
+fn provider(inputs: &Inputs) -> Value {
+    json!({
+        "issuer": inputs.issuer,
+        "audiences": inputs.audiences,
+        "forward": false,
+        "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
+        "clock_skew_seconds": inputs.clock_skew_secs
+    })
+}
+
+/// The `JwtAuthentication` filter config.
+pub fn jwt_authn(inputs: &Inputs) -> Value {
+    let mut remote = provider(inputs);
+    remote["remote_jwks"] = json!({
+        "http_uri": {
+            "uri": format!("http://{}{}", inputs.jwks_server, inputs.jwks_path),
+            "cluster": JWKS_CLUSTER,
+            "timeout": "2s"
+        },
+        "cache_duration": "600s",
+        "async_fetch": {}
+    });
+    let mut inline = provider(inputs);
+    inline["local_jwks"] = json!({"inline_string": inputs.inline_jwks});
+    json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {REMOTE: remote, INLINE: inline},
+        "rules": [
+            {"match": {"prefix": INLINE_PREFIX}, "requires": {"provider_name": INLINE}},
+            {"match": {"prefix": "/"}, "requires": {"provider_name": REMOTE}}
+        ]
+    })
+}
+
+fn cluster(name: &str, addr: SocketAddr) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}
+        }}]}]}
+    })
+}
+
+/// The whole bootstrap: admin and listener on 127.0.0.1 port 0.
+pub fn render(inputs: &Inputs) -> Value {
+    json!({
+        "node": {"id": "native-jwt", "cluster": "native-jwt"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": [{
+                "name": LISTENER,
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": LISTENER,
+                        "route_config": {"name": LISTENER, "virtual_hosts": [{
+                            "name": "demo", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": UPSTREAM_CLUSTER}}]
+                        }]},
+                        "http_filters": [
+                            {"name": "envoy.filters.http.jwt_authn", "typed_config": jwt_authn(inputs)},
+                            {
+                                "name": "envoy.filters.http.router",
+                                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+                            }
+                        ]
+                    }
+                }]}]
+            }],
+            "clusters": [
+                cluster(JWKS_CLUSTER, inputs.jwks_server),
+                cluster(UPSTREAM_CLUSTER, inputs.upstream)
+            ]
+        }
+    })
+}
+
+/// A running native Envoy. Dropping it stops the process.
+pub struct NativeEnvoy {
+    pub envoy: Envoy,
+    pub listener: SocketAddr,
+    /// Where the config and Envoy's log are.
+    pub dir: PathBuf,
+}
+
+fn run_dir() -> Result<PathBuf> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = envoy::target_dir().join("e2e-runs").join(format!(
+        "native-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+impl NativeEnvoy {
+    /// Writes the bootstrap, checks it with `envoy --mode validate`, starts
+    /// Envoy and reads the listener's address from the admin API.
+    pub fn start(inputs: &Inputs) -> Result<NativeEnvoy> {
+        let bin = envoy::ensure_envoy()?;
+        let dir = run_dir()?;
+        let config = dir.join("envoy.json");
+        std::fs::write(&config, serde_json::to_vec_pretty(&render(inputs))?)?;
+        envoy::validate(&bin, &config)?;
+        let envoy = Envoy::start(&bin, &config, &dir)?;
+        let listener = envoy.listener_address(LISTENER)?;
+        Ok(NativeEnvoy {
+            envoy,
+            listener,
+            dir,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.listener, path)
+    }
+
+    /// The generated bootstrap.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("envoy.json")
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        self.envoy.log_text()
+    }
+
+    /// Stops Envoy.
+    pub fn stop(&mut self) {
+        self.envoy.stop();
+    }
+}
