@@ -100,6 +100,7 @@ fn check_plugin_config(module: &str, config: Option<&Value>) -> Result<(), Strin
     let bytes = bytes.as_deref();
     let result = match module {
         "canary-router" => canary_router::config::compile_json(bytes).map(drop),
+        "jwt-auth" => jwt_auth::config::compile_json(bytes).map(drop),
         other => {
             return Err(format!(
                 "no pluginConfig check for Wasm module {other:?}: add an arm for its filter \
@@ -171,6 +172,8 @@ fn the_walk_finds_every_manifest() {
             "DestinationRule",
             "reviews",
         ),
+        ("jwt-auth/wasmplugin.yaml", "WasmPlugin", "jwt-auth"),
+        ("examples/keycloak/jwt-auth.yaml", "WasmPlugin", "jwt-auth"),
     ] {
         assert!(
             found
