@@ -301,26 +301,28 @@ fn is_cors_preflight(h: &Headers) -> bool {
         && h.contains("access-control-request-method")
 }
 
-/// Finds the token in the first location that holds one.
+/// Finds the token in the first location that holds one. The prefix is
+/// compared as bytes (slicing text there could split a character), and a
+/// token that is not UTF-8 is still a token: it fails the parse and is
+/// refused, rather than counting as missing (which would let an `optional`
+/// rule pass it, or a later location decide while it reaches the upstream).
 fn extract(h: &Headers, locations: &[&Location]) -> Option<(String, Location)> {
     for loc in locations {
         let found = match loc {
             Location::Header { name, prefix } => h.get(name).and_then(|v| {
-                let v = std::str::from_utf8(v).ok()?;
-                let t = if prefix.is_empty() {
-                    Some(v)
-                } else if v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix)
-                {
-                    Some(&v[prefix.len()..])
-                } else {
-                    None
-                }?;
-                Some(t.trim().to_string())
+                let prefix = prefix.as_bytes();
+                let t = v
+                    .get(..prefix.len())
+                    .filter(|head| head.eq_ignore_ascii_case(prefix))
+                    .map(|_| &v[prefix.len()..])?;
+                Some(String::from_utf8_lossy(t).trim().to_string())
             }),
-            Location::Param(name) => h.query_param(name).and_then(|v| String::from_utf8(v).ok()),
+            Location::Param(name) => h
+                .query_param(name)
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
             Location::Cookie(name) => h
                 .cookie(name)
-                .and_then(|v| std::str::from_utf8(v).ok().map(str::to_string)),
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
         };
         if let Some(t) = found.filter(|t| !t.is_empty()) {
             return Some((t, (*loc).clone()));
@@ -449,7 +451,20 @@ impl JwtHttp {
             host,
             available: &f.host_crypto,
         };
-        match verify::verify(&parsed, index, provider, &keys, now, &crypto) {
+        let mut result = verify::verify(&parsed, index, provider, &keys, now, &crypto);
+        // Another worker may have published new keys since this one last
+        // polled (every TICK): read them before refusing the kid or asking
+        // for a refetch, or a rotated kid is refused here for up to a tick.
+        if matches!(result, Err(Reject::UnknownKid))
+            && let Keys::Remote(r) = &f.keys[index]
+        {
+            let seen = r.version();
+            r.poll(host);
+            if r.version() != seen {
+                result = verify::verify(&parsed, index, provider, &r.keys(), now, &crypto);
+            }
+        }
+        match result {
             Ok(v) => {
                 let entry = Entry {
                     token: token_str.to_string(),
