@@ -1684,3 +1684,62 @@ fn each_remote_provider_fetches_its_own_jwks() {
     );
     assert!(!matches!(o, Outcome::Continue), "{o:?}");
 }
+
+/// Right after worker 1's refetch published a new kid, worker 2 (which has
+/// not ticked since) re-reads the shared keys instead of refusing the kid
+/// under the cooldown.
+#[test]
+fn a_kid_another_worker_just_fetched_is_accepted_before_the_next_tick() {
+    let host = FakeHost::new();
+    let vm1 = Vm::new(&host, "2s", 100);
+    let vm2 = Vm::new(&host, "2s", 200);
+    vm1.tick(&host);
+    vm1.respond(&host, last_call(&host), 200, &doc_a());
+    vm2.tick(&host);
+
+    let token_b = rs256(RSA_B, "b", &claims(json!({})));
+    let (o, _) = vm1.request(&host, &token_b);
+    assert!(matches!(o, Outcome::Paused), "{o:?}");
+    vm1.tick(&host);
+    let doc_ab = jwks(vec![jwk("rsa-a", "a"), jwk("rsa-b", "b")]);
+    vm1.respond(&host, last_call(&host), 200, &doc_ab);
+
+    // vm2 has not ticked: its keys are still {a}.
+    let (o, _) = vm2.request(&host, &token_b);
+    assert!(matches!(o, Outcome::Continue), "{o:?}");
+    assert_eq!(calls(&host), 2, "no extra fetch");
+}
+
+/// A multi-byte character across the end of the `Bearer ` prefix, or a
+/// token that is not UTF-8, is refused with a 401: no panic, and never
+/// treated as no token (which an `optional` rule would let through).
+#[test]
+fn odd_bytes_around_the_bearer_prefix_are_refused_not_ignored() {
+    let host = FakeHost::new();
+    let f = inline(&host, json!({}));
+    for value in ["Beare\u{20ac}x", "Bearer \u{20ac}\u{20ac}"] {
+        for path in ["/api/items", "/public/items"] {
+            let o = send(&f, &host, path, &[("authorization", value)]);
+            if value.starts_with("Bearer ") {
+                unauthorized(o, value);
+            } else {
+                // No Bearer prefix: no token here.
+                assert!(!matches!(o, Outcome::Paused), "{value} on {path}: {o:?}");
+            }
+        }
+    }
+    // Raw non-UTF-8 bytes after the prefix.
+    put_request(&host, "GET", "/public/items", &[]);
+    let mut pairs: Vec<(String, Vec<u8>)> = request_headers(&host)
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_vec()))
+        .collect();
+    pairs.push(("authorization".into(), b"Bearer \xff\xfe.x.y".to_vec()));
+    host.set_map(MapType::RequestHeaders, Headers::from_pairs(pairs));
+    let mut http = f.new_http();
+    let action = http.on_request_headers(&host, true);
+    unauthorized(
+        outcome(&host, action),
+        "non-UTF-8 token on an optional rule",
+    );
+}
