@@ -29,10 +29,6 @@ pub fn render(inputs: &Inputs) -> Result<Value> {
     for plugin in &inputs.manifests.plugins {
         http_filters.push(wasm_filter(plugin, inputs.module_dir)?);
     }
-    http_filters.push(json!({
-        "name": "envoy.filters.http.router",
-        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
-    }));
 
     let versions: Vec<&str> = inputs.upstreams.iter().map(|(v, _)| v.as_str()).collect();
     let routes = if inputs.manifests.routes.is_empty() {
@@ -56,8 +52,28 @@ pub fn render(inputs: &Inputs) -> Result<Value> {
         .collect();
     clusters.extend(inputs.extra_clusters.iter().map(|(n, a)| cluster(n, *a)));
 
-    let mut bootstrap = json!({
-        "node": {"id": "mesh-harness", "cluster": "mesh-harness"},
+    let mut bootstrap = skeleton("mesh-harness", routes, http_filters, clusters);
+    if let Some(stats) = &inputs.stats_config {
+        bootstrap["stats_config"] = stats.clone();
+    }
+    Ok(bootstrap)
+}
+
+/// A bootstrap with the admin endpoint and one HTTP listener (named
+/// [`LISTENER`]) on 127.0.0.1, both on ports Envoy picks, `http_filters`
+/// followed by the router, and static `clusters`.
+pub fn skeleton(
+    node: &str,
+    routes: Vec<Value>,
+    mut http_filters: Vec<Value>,
+    clusters: Vec<Value>,
+) -> Value {
+    http_filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+    }));
+    json!({
+        "node": {"id": node, "cluster": node},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
             "listeners": [{
@@ -67,8 +83,8 @@ pub fn render(inputs: &Inputs) -> Result<Value> {
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "harness",
-                        "route_config": {"name": "harness", "virtual_hosts": [{
+                        "stat_prefix": LISTENER,
+                        "route_config": {"name": LISTENER, "virtual_hosts": [{
                             "name": "demo", "domains": ["*"], "routes": routes
                         }]},
                         "http_filters": http_filters
@@ -77,11 +93,7 @@ pub fn render(inputs: &Inputs) -> Result<Value> {
             }],
             "clusters": clusters
         }
-    });
-    if let Some(stats) = &inputs.stats_config {
-        bootstrap["stats_config"] = stats.clone();
-    }
-    Ok(bootstrap)
+    })
 }
 
 /// A Wasm filter as istiod writes it: name `<namespace>.<name>`, `root_id`
@@ -196,7 +208,8 @@ fn vs_routes(route: &HttpRoute, versions: &[&str]) -> Result<Vec<Value>> {
         .collect())
 }
 
-fn cluster(name: &str, addr: SocketAddr) -> Value {
+/// A static cluster of one loopback endpoint.
+pub fn cluster(name: &str, addr: SocketAddr) -> Value {
     json!({
         "name": name,
         "type": "STATIC",

@@ -80,11 +80,12 @@ pub fn module_dir() -> PathBuf {
     envoy::target_dir().join("wasm32-wasip1/release")
 }
 
-/// A fresh directory for one run's config and log.
-fn run_dir() -> Result<PathBuf> {
+/// A fresh directory for one run's config and log, under
+/// `target/e2e-runs/<prefix><pid>-<n>`.
+pub fn run_dir(prefix: &str) -> Result<PathBuf> {
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = envoy::target_dir().join("e2e-runs").join(format!(
-        "{}-{}",
+        "{prefix}{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
@@ -128,7 +129,7 @@ impl Harness {
         let bin = envoy::ensure_envoy()?;
         let manifests = manifest::load(path)?;
         let upstreams = Upstreams::start(&VERSIONS)?;
-        let dir = run_dir()?;
+        let dir = run_dir("")?;
         let clusters = jwks_clusters(&manifests);
         let jwks = match (options.jwks_server.take(), clusters.is_empty()) {
             (Some(server), _) => Some(server),
@@ -161,7 +162,7 @@ impl Harness {
         let bin = envoy::ensure_envoy()?;
         let manifests = manifest::load(path)?;
         let upstreams = Upstreams::start(&VERSIONS)?;
-        let dir = run_dir()?;
+        let dir = run_dir("")?;
         // JWKS clusters need only exist for validation; nothing is fetched.
         let loopback = SocketAddr::from(([127, 0, 0, 1], 9));
         let options = Options {
@@ -190,6 +191,19 @@ impl Harness {
     /// Envoy's log so far.
     pub fn log(&self) -> String {
         self.envoy.log_text()
+    }
+
+    /// Lines of Envoy's log that show a Wasm trap or a panic.
+    pub fn wasm_traps(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| {
+                ["Uncaught", "panic", "RuntimeError", "unreachable"]
+                    .iter()
+                    .any(|bad| l.contains(bad))
+            })
+            .map(str::to_string)
+            .collect()
     }
 
     /// Envoy's admin `/stats/prometheus`.

@@ -15,15 +15,15 @@
 //!
 //! Requests that pass go through the router to one demo upstream.
 
+use crate::bootstrap;
 use crate::envoy::{self, Envoy};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The listener's name.
-pub const LISTENER: &str = "native";
+pub const LISTENER: &str = bootstrap::LISTENER;
 /// The provider with a remote JWKS (prefix `/`).
 pub const REMOTE: &str = "remote";
 /// The provider with an inline JWKS (prefix [`INLINE_PREFIX`]).
@@ -85,51 +85,17 @@ pub fn jwt_authn(inputs: &Inputs) -> Value {
     })
 }
 
-fn cluster(name: &str, addr: SocketAddr) -> Value {
-    json!({
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-            "address": {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}
-        }}]}]}
-    })
-}
-
 /// The whole bootstrap: admin and listener on 127.0.0.1 port 0.
 pub fn render(inputs: &Inputs) -> Value {
-    json!({
-        "node": {"id": "native-jwt", "cluster": "native-jwt"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "static_resources": {
-            "listeners": [{
-                "name": LISTENER,
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": LISTENER,
-                        "route_config": {"name": LISTENER, "virtual_hosts": [{
-                            "name": "demo", "domains": ["*"],
-                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": UPSTREAM_CLUSTER}}]
-                        }]},
-                        "http_filters": [
-                            {"name": "envoy.filters.http.jwt_authn", "typed_config": jwt_authn(inputs)},
-                            {
-                                "name": "envoy.filters.http.router",
-                                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
-                            }
-                        ]
-                    }
-                }]}]
-            }],
-            "clusters": [
-                cluster(JWKS_CLUSTER, inputs.jwks_server),
-                cluster(UPSTREAM_CLUSTER, inputs.upstream)
-            ]
-        }
-    })
+    bootstrap::skeleton(
+        "native-jwt",
+        vec![json!({"match": {"prefix": "/"}, "route": {"cluster": UPSTREAM_CLUSTER}})],
+        vec![json!({"name": "envoy.filters.http.jwt_authn", "typed_config": jwt_authn(inputs)})],
+        vec![
+            bootstrap::cluster(JWKS_CLUSTER, inputs.jwks_server),
+            bootstrap::cluster(UPSTREAM_CLUSTER, inputs.upstream),
+        ],
+    )
 }
 
 /// A running native Envoy. Dropping it stops the process.
@@ -140,24 +106,12 @@ pub struct NativeEnvoy {
     pub dir: PathBuf,
 }
 
-fn run_dir() -> Result<PathBuf> {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = envoy::target_dir().join("e2e-runs").join(format!(
-        "native-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
-}
-
 impl NativeEnvoy {
     /// Writes the bootstrap, checks it with `envoy --mode validate`, starts
     /// Envoy and reads the listener's address from the admin API.
     pub fn start(inputs: &Inputs) -> Result<NativeEnvoy> {
         let bin = envoy::ensure_envoy()?;
-        let dir = run_dir()?;
+        let dir = crate::harness::run_dir("native-")?;
         let config = dir.join("envoy.json");
         std::fs::write(&config, serde_json::to_vec_pretty(&render(inputs))?)?;
         envoy::validate(&bin, &config)?;
