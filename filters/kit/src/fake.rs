@@ -62,6 +62,9 @@ pub struct FakeHost {
     pub effective_context: Cell<u32>,
     pub resumed: RefCell<Vec<u32>>,
     ended: RefCell<Vec<u32>>,
+    /// Writes by "another VM", each landing just before the next
+    /// `set_shared_data` on its key: a race between a read and a CAS.
+    interleaved: RefCell<Vec<(String, Vec<u8>)>>,
 }
 
 /// An HTTP call a filter started.
@@ -103,7 +106,17 @@ impl FakeHost {
             effective_context: Cell::new(0),
             resumed: RefCell::new(Vec::new()),
             ended: RefCell::new(Vec::new()),
+            interleaved: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Makes another VM's write of `value` to `key` land just before this
+    /// host's next `set_shared_data` on `key`, so that a CAS taken before it
+    /// fails.
+    pub fn interleave_write(&self, key: &str, value: &[u8]) {
+        self.interleaved
+            .borrow_mut()
+            .push((key.to_string(), value.to_vec()));
     }
 
     /// Makes a context unknown, as Envoy does once a request has ended.
@@ -306,6 +319,15 @@ impl Host for FakeHost {
 
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> HostResult<()> {
         self.check("set_shared_data")?;
+        let pending = {
+            let mut list = self.interleaved.borrow_mut();
+            list.iter()
+                .position(|(k, _)| k == key)
+                .map(|i| list.remove(i))
+        };
+        if let Some((k, v)) = pending {
+            self.set_shared_data(&k, &v, None)?;
+        }
         let mut shared = self.shared.borrow_mut();
         // As in Envoy: a CAS on an absent key is ignored, 0 means no CAS.
         let next = match shared.get(key) {
