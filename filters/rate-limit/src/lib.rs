@@ -1,5 +1,20 @@
-//! Rate limiting that holds its promise per Envoy process (issue 4, in
-//! progress): [`gcra`] runs governor's GCRA over Envoy shared data, so every
-//! worker VM counts against the same buckets.
+//! Rate limiting that holds its promise per Envoy process (issue 4).
+//!
+//! - [`gcra`]: governor's GCRA over Envoy shared data, so every worker VM
+//!   counts against the same buckets.
+//! - [`config`]: the `pluginConfig` and its compilation, with path-naming
+//!   errors.
+//! - [`key`]: each rule's key from the request.
+//! - [`headers`]: the IETF `RateLimit-Policy` and `RateLimit` fields.
+//! - [`filter`]: the thin layer over [`kit::Host`].
 
+pub mod config;
+pub mod filter;
 pub mod gcra;
+pub mod headers;
+pub mod key;
+
+pub use filter::{Decision, RateLimit};
+
+#[cfg(target_os = "wasi")]
+kit::export_filter!(filter::RateLimit);
