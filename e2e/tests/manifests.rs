@@ -101,6 +101,8 @@ fn check_plugin_config(module: &str, config: Option<&Value>) -> Result<(), Strin
     let result = match module {
         "canary-router" => canary_router::config::compile_json(bytes).map(drop),
         "jwt-auth" => jwt_auth::config::compile_json(bytes).map(drop),
+        // The plugin name only prefixes the shared-data keys.
+        "rate-limit" => rate_limit::config::compile_json(bytes, "rate-limit").map(drop),
         other => {
             return Err(format!(
                 "no pluginConfig check for Wasm module {other:?}: add an arm for its filter \
@@ -174,6 +176,12 @@ fn the_walk_finds_every_manifest() {
         ),
         ("jwt-auth/wasmplugin.yaml", "WasmPlugin", "jwt-auth"),
         ("examples/keycloak/jwt-auth.yaml", "WasmPlugin", "jwt-auth"),
+        ("rate-limit/wasmplugin.yaml", "WasmPlugin", "rate-limit"),
+        (
+            "examples/ratelimit/rate-limit.yaml",
+            "WasmPlugin",
+            "rate-limit",
+        ),
     ] {
         assert!(
             found

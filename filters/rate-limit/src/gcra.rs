@@ -201,8 +201,12 @@ impl StateStore for SharedStore<'_> {
         self.events.set(e);
         match b.failure_mode {
             FailureMode::Allow => f(None).map(|(value, _)| value),
-            // A TAT far in the future makes GCRA refuse.
-            FailureMode::Deny => f(Some(Nanos::from(u64::MAX / 4))).map(|(value, _)| value),
+            // A TAT a full burst ahead makes GCRA refuse (its tolerance is
+            // one interval less), with a retry-after of one interval.
+            FailureMode::Deny => {
+                let full = Nanos::from(b.quota.burst_size_replenished_in());
+                f(Some(self.now + full)).map(|(value, _)| value)
+            }
         }
     }
 }

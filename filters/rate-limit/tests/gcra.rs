@@ -168,5 +168,10 @@ fn contention_past_the_retries_follows_the_failure_mode() {
         let (o, events) = b.check(&host, 3, Nanos::from(T0));
         assert_eq!(allowed(o), expect_allowed, "{mode:?}");
         assert!(events.contention);
+        if let Outcome::Denied { retry_after } = o {
+            // About one replenish interval (1 s at 60/min), not decades.
+            let secs = retry_after.as_u64() as f64 / SECOND as f64;
+            assert!((0.5..=1.5).contains(&secs), "retry after {secs}s");
+        }
     }
 }
