@@ -11,6 +11,7 @@ pub mod jose;
 pub mod jwks_server;
 pub mod manifest;
 pub mod native_jwt;
+pub mod native_ratelimit;
 pub mod upstream;
 
 pub use harness::{Harness, Options};
