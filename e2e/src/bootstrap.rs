@@ -96,6 +96,54 @@ pub fn skeleton(
     })
 }
 
+/// An Envoy run from a bootstrap of our own (the native filters the suite
+/// is compared with). Dropping it stops the process.
+pub struct NativeEnvoy {
+    pub envoy: crate::envoy::Envoy,
+    pub listener: SocketAddr,
+    /// Where the config and Envoy's log are.
+    pub dir: std::path::PathBuf,
+}
+
+impl NativeEnvoy {
+    /// Writes `bootstrap` (built on [`skeleton`]) under
+    /// `target/e2e-runs/<prefix>…`, checks it with `envoy --mode validate`,
+    /// starts Envoy (`--concurrency 2`) and reads the listener's address.
+    pub fn start(prefix: &str, bootstrap: &Value) -> Result<NativeEnvoy> {
+        let bin = crate::envoy::ensure_envoy()?;
+        let dir = crate::harness::run_dir(prefix)?;
+        let config = dir.join("envoy.json");
+        std::fs::write(&config, serde_json::to_vec_pretty(bootstrap)?)?;
+        crate::envoy::validate(&bin, &config)?;
+        let envoy = crate::envoy::Envoy::start(&bin, &config, &dir)?;
+        let listener = envoy.listener_address(LISTENER)?;
+        Ok(NativeEnvoy {
+            envoy,
+            listener,
+            dir,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.listener, path)
+    }
+
+    /// The generated bootstrap.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.join("envoy.json")
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        self.envoy.log_text()
+    }
+
+    /// Stops Envoy.
+    pub fn stop(&mut self) {
+        self.envoy.stop();
+    }
+}
+
 /// A Wasm filter as istiod writes it: name `<namespace>.<name>`, `root_id`
 /// from `pluginName`, the config as a `StringValue`, an empty `vm_id`.
 fn wasm_filter(plugin: &WasmPlugin, module_dir: &Path) -> Result<Value> {

@@ -16,11 +16,10 @@
 //! Requests that pass go through the router to one demo upstream.
 
 use crate::bootstrap;
-use crate::envoy::{self, Envoy};
+pub use crate::bootstrap::NativeEnvoy;
 use anyhow::Result;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 /// The listener's name.
 pub const LISTENER: &str = bootstrap::LISTENER;
@@ -98,48 +97,7 @@ pub fn render(inputs: &Inputs) -> Value {
     )
 }
 
-/// A running native Envoy. Dropping it stops the process.
-pub struct NativeEnvoy {
-    pub envoy: Envoy,
-    pub listener: SocketAddr,
-    /// Where the config and Envoy's log are.
-    pub dir: PathBuf,
-}
-
-impl NativeEnvoy {
-    /// Writes the bootstrap, checks it with `envoy --mode validate`, starts
-    /// Envoy and reads the listener's address from the admin API.
-    pub fn start(inputs: &Inputs) -> Result<NativeEnvoy> {
-        let bin = envoy::ensure_envoy()?;
-        let dir = crate::harness::run_dir("native-")?;
-        let config = dir.join("envoy.json");
-        std::fs::write(&config, serde_json::to_vec_pretty(&render(inputs))?)?;
-        envoy::validate(&bin, &config)?;
-        let envoy = Envoy::start(&bin, &config, &dir)?;
-        let listener = envoy.listener_address(LISTENER)?;
-        Ok(NativeEnvoy {
-            envoy,
-            listener,
-            dir,
-        })
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.listener, path)
-    }
-
-    /// The generated bootstrap.
-    pub fn config_path(&self) -> PathBuf {
-        self.dir.join("envoy.json")
-    }
-
-    /// Envoy's log so far.
-    pub fn log(&self) -> String {
-        self.envoy.log_text()
-    }
-
-    /// Stops Envoy.
-    pub fn stop(&mut self) {
-        self.envoy.stop();
-    }
+/// Starts the native Envoy.
+pub fn start(inputs: &Inputs) -> Result<NativeEnvoy> {
+    NativeEnvoy::start("native-", &render(inputs))
 }

@@ -9,11 +9,10 @@
 //! to the upstream unlimited. Denials answer 429.
 
 use crate::bootstrap;
-use crate::envoy::{self, Envoy};
+pub use crate::bootstrap::NativeEnvoy;
 use anyhow::Result;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// The filter's name, and the key of its per-route configs.
@@ -80,46 +79,7 @@ pub fn render(upstream: SocketAddr, buckets: &[Bucket]) -> Value {
     )
 }
 
-/// A running native Envoy. Dropping it stops the process.
-pub struct NativeEnvoy {
-    pub envoy: Envoy,
-    pub listener: SocketAddr,
-    /// Where the config and Envoy's log are.
-    pub dir: PathBuf,
-}
-
-impl NativeEnvoy {
-    /// Writes the bootstrap, checks it with `envoy --mode validate`, starts
-    /// Envoy (`--concurrency 2`) and reads the listener's address.
-    pub fn start(upstream: SocketAddr, buckets: &[Bucket]) -> Result<NativeEnvoy> {
-        let bin = envoy::ensure_envoy()?;
-        let dir = crate::harness::run_dir("native-rl-")?;
-        let config = dir.join("envoy.json");
-        std::fs::write(
-            &config,
-            serde_json::to_vec_pretty(&render(upstream, buckets))?,
-        )?;
-        envoy::validate(&bin, &config)?;
-        let envoy = Envoy::start(&bin, &config, &dir)?;
-        let listener = envoy.listener_address(bootstrap::LISTENER)?;
-        Ok(NativeEnvoy {
-            envoy,
-            listener,
-            dir,
-        })
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.listener, path)
-    }
-
-    /// Envoy's log so far.
-    pub fn log(&self) -> String {
-        self.envoy.log_text()
-    }
-
-    /// Stops Envoy.
-    pub fn stop(&mut self) {
-        self.envoy.stop();
-    }
+/// Starts the native Envoy (`--concurrency 2`).
+pub fn start(upstream: SocketAddr, buckets: &[Bucket]) -> Result<NativeEnvoy> {
+    NativeEnvoy::start("native-rl-", &render(upstream, buckets))
 }

@@ -22,7 +22,7 @@
 use e2e::client::{self, Response};
 use e2e::jose::{self, CorpusToken, TestKeys};
 use e2e::jwks_server::JwksServer;
-use e2e::native_jwt::{self, NativeEnvoy};
+use e2e::native_jwt;
 use e2e::{Harness, Options};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -301,7 +301,7 @@ fn the_corpus_gets_the_same_decision_from_native_jwt_authn_except_listed_differe
     .unwrap();
     let jwks_addr = h.jwks.as_ref().unwrap().addr;
     let upstream = h.upstream("v1").unwrap().addr;
-    let mut native = NativeEnvoy::start(&native_jwt::Inputs {
+    let mut native = native_jwt::start(&native_jwt::Inputs {
         issuer: jose::ISSUER,
         audiences: &[jose::AUDIENCE],
         clock_skew_secs: jose::CLOCK_SKEW_SECS,

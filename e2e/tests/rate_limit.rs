@@ -14,7 +14,7 @@
 
 use e2e::Harness;
 use e2e::client;
-use e2e::native_ratelimit::{Bucket, NativeEnvoy};
+use e2e::native_ratelimit::{self, Bucket};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -301,7 +301,7 @@ fn as_exact_as_native(what: &str, ours: (u64, f64), native: (u64, f64)) {
 fn burst_and_sustained_side_by_side_with_native() {
     let h = start("side", &side_by_side_config());
     let upstream = h.upstream("v1").unwrap().addr;
-    let native = NativeEnvoy::start(upstream, &native_buckets()).unwrap();
+    let native = native_ratelimit::start(upstream, &native_buckets()).unwrap();
     let ours_agents = connect(h.envoy.admin, h.listener);
     let native_agents = connect(native.envoy.admin, native.listener);
 
