@@ -417,3 +417,30 @@ fn bad_config_is_rejected_at_configure() {
         .unwrap();
     assert_eq!(e.path, "rules[0]");
 }
+
+#[test]
+fn an_empty_key_means_one_bucket_for_the_rule() {
+    let host = FakeHost::new();
+    let f = configure(
+        &host,
+        r#"{"rules": [{"name": "all", "match": {"pathPrefix": "/"}, "key": [],
+            "limit": {"requests": 4, "per": "1h"}}]}"#,
+    );
+    let mut admitted = 0;
+    for i in 0..12 {
+        let id = format!("user-{i}");
+        let sent = send(
+            &f,
+            &host,
+            &[
+                (":method", "GET"),
+                (":path", "/x"),
+                ("x-user-id", id.as_str()),
+            ],
+        );
+        if sent.reply.is_none() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 4, "every request shares the rule's one bucket");
+}
