@@ -1,0 +1,19 @@
+//! Telemetry for Prometheus, Loki and Jaeger (issue 5).
+//!
+//! - [`config`]: the `pluginConfig` and its compilation, with path-naming
+//!   errors.
+//! - [`labels`]: bounded, sanitised label values from configured sources.
+//! - [`metrics`]: stat names with embedded tags, and the `stats_tags` that
+//!   turn them into Prometheus labels.
+//! - [`filter`]: the thin layer over [`kit::Host`]: trace context in the
+//!   request phase, metrics and the access log in `on_log`.
+
+pub mod config;
+pub mod filter;
+pub mod labels;
+pub mod metrics;
+
+pub use filter::Telemetry;
+
+#[cfg(target_os = "wasi")]
+kit::export_filter!(filter::Telemetry);
