@@ -57,6 +57,27 @@ pub fn jwks_clusters(manifests: &Manifests) -> Vec<String> {
     out
 }
 
+/// Whether any plugin runs `telemetry.wasm`.
+fn runs_telemetry(manifests: &Manifests) -> Result<bool> {
+    for p in &manifests.plugins {
+        if p.module_file_name()? == "telemetry.wasm" {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `stats_config` with the shipped `wasmplugins/stats_tags.json`, which turns
+/// the telemetry filter's `;label=value` stat names into Prometheus labels.
+pub fn telemetry_stats_config() -> Result<Value> {
+    let path = envoy::workspace_root().join("wasmplugins/stats_tags.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let tags: Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(serde_json::json!({ "stats_tags": tags }))
+}
+
 /// The demo keys the harness's own JWKS server publishes (test keys only).
 pub fn demo_jwks() -> Result<String> {
     let keys = TestKeys::load()?;
@@ -140,6 +161,9 @@ impl Harness {
             for c in clusters {
                 options.extra_clusters.push((c, server.addr));
             }
+        }
+        if options.stats_config.is_none() && runs_telemetry(&manifests)? {
+            options.stats_config = Some(telemetry_stats_config()?);
         }
         let config = write_config(&manifests, &upstreams, &options, &dir)?;
         if !options.skip_validate {
