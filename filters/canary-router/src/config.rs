@@ -346,12 +346,7 @@ impl RawValueMatch {
         } else if let Some(v) = &self.prefix {
             ValueTest::Prefix(v.clone().into_bytes())
         } else if let Some(v) = &self.regex {
-            // Istio (RE2) matches the whole value.
-            let anchored = format!("^(?:{v})$");
-            let re = regex_lite::Regex::new(&anchored).map_err(|e| {
-                ConfigError::new(join(path, "regex"), format!("invalid regex {v:?}: {e}"))
-            })?;
-            ValueTest::Regex(re)
+            ValueTest::Regex(kit::config::full_match_regex(&join(path, "regex"), v)?)
         } else {
             ValueTest::Present(self.present.unwrap_or(true))
         })

@@ -87,6 +87,13 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "x-request-id",
 ];
 
+/// Compiles `pattern` to match a whole value, as Istio's (RE2) regexes do.
+/// `path` names the field in the error.
+pub fn full_match_regex(path: &str, pattern: &str) -> Result<regex_lite::Regex, ConfigError> {
+    regex_lite::Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| ConfigError::new(path, format!("invalid regex {pattern:?}: {e}")))
+}
+
 /// Joins a JSON path and a field: `join("services[0]", "split")`.
 pub fn join(path: &str, field: &str) -> String {
     if path.is_empty() {

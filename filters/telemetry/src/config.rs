@@ -50,23 +50,12 @@ pub const LOG_FIELDS: &[&str] = &[
     "source_address",
 ];
 
-/// The fields logged when `accessLog.fields` is absent (all but
-/// `source_address`).
-pub const DEFAULT_LOG_FIELDS: &[&str] = &[
-    "timestamp",
-    "method",
-    "path",
-    "status",
-    "duration_ms",
-    "bytes_in",
-    "bytes_out",
-    "version",
-    "route",
-    "trace_id",
-    "request_id",
-    "user",
-    "rate_limit_decision",
-];
+/// The fields logged when `accessLog.fields` is absent: all but the last,
+/// `source_address`.
+pub const DEFAULT_LOG_FIELDS: &[&str] = match LOG_FIELDS.split_last() {
+    Some((_, rest)) => rest,
+    None => &[],
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -356,11 +345,7 @@ impl RawConfig {
                     RouteMatch::Prefix(p.clone())
                 }
                 (None, Some(v)) => {
-                    // Istio (RE2) matches the whole value.
-                    let re = regex_lite::Regex::new(&format!("^(?:{v})$")).map_err(|e| {
-                        ConfigError::new(join(&path, "regex"), format!("invalid regex {v:?}: {e}"))
-                    })?;
-                    RouteMatch::Regex(re)
+                    RouteMatch::Regex(kit::config::full_match_regex(&join(&path, "regex"), v)?)
                 }
                 _ => {
                     return Err(ConfigError::new(
