@@ -17,7 +17,14 @@
 //! | `accessLog.fields`             | list of [`LOG_FIELDS`]       | [`DEFAULT_LOG_FIELDS`] |
 //! | `tracing.generateTraceparent`  | bool                         | false                |
 //! | `tracing.responseHeader`       | header name                  | none                 |
-//! | `anomaly`                      | see [`Anomaly`]              | none                 |
+//! | `anomaly`                      | see [`Anomaly`]              | none (off)           |
+//! | `anomaly.enabled`              | bool                         | true                 |
+//! | `anomaly.window`               | duration (multiple of 100ms) | `5s`                 |
+//! | `anomaly.baseline`             | duration > window, <= 24h    | `60s`                |
+//! | `anomaly.factor`               | number >= 1.0                | 3.0                  |
+//! | `anomaly.minDelta`             | error-rate share >= 0.0      | 0.05                 |
+//! | `anomaly.minLatencyDelta`      | duration                     | `25ms`               |
+//! | `anomaly.minRequests`          | integer >= 1                 | 20                   |
 //!
 //! Dimensions: `route`, `method`, `response_code`, `response_code_class`,
 //! `version`, `source_workload`, and `header:<name>` (label named after the
@@ -175,7 +182,7 @@ pub struct RawTracing {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RawAnomaly {
-    #[serde(default)]
+    #[serde(default = "yes")]
     pub enabled: bool,
     #[serde(default = "default_window")]
     pub window: kit::Duration,
@@ -185,6 +192,8 @@ pub struct RawAnomaly {
     pub factor: f64,
     #[serde(default = "default_min_delta")]
     pub min_delta: f64,
+    #[serde(default = "default_min_latency_delta")]
+    pub min_latency_delta: kit::Duration,
     #[serde(default = "default_min_requests")]
     pub min_requests: u64,
 }
@@ -203,6 +212,10 @@ fn default_factor() -> f64 {
 
 fn default_min_delta() -> f64 {
     0.05
+}
+
+fn default_min_latency_delta() -> kit::Duration {
+    kit::Duration(std::time::Duration::from_millis(25))
 }
 
 fn default_min_requests() -> u64 {
@@ -272,16 +285,23 @@ pub struct Tracing {
     pub response_header: Option<String>,
 }
 
-/// The anomaly signal's settings. Parsed and validated so that configs
-/// written for it load today, but **not yet used**: no baseline is kept and
-/// no alert fires yet.
+/// The anomaly signal's settings (see [`crate::anomaly`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Anomaly {
     pub enabled: bool,
+    /// The length of one evaluated window.
     pub window: std::time::Duration,
+    /// The EWMA horizon: each window weighs `window / baseline`, and the
+    /// baseline is warm after `baseline / window` windows.
     pub baseline: std::time::Duration,
+    /// Current must be at least `factor` x baseline...
     pub factor: f64,
+    /// ...and at least this much above it: an error-rate share (0.05 is 5
+    /// points)...
     pub min_delta: f64,
+    /// ...or, for the p95 latency, this much.
+    pub min_latency_delta: std::time::Duration,
+    /// A window with fewer requests is neither judged nor learnt from.
     pub min_requests: u64,
 }
 
@@ -294,7 +314,7 @@ pub struct Config {
     pub max_values_per_label: usize,
     pub access_log: AccessLog,
     pub tracing: Tracing,
-    /// Not yet used (see [`Anomaly`]).
+    /// Present and enabled, else `None`.
     pub anomaly: Option<Anomaly>,
 }
 
@@ -494,7 +514,7 @@ impl RawConfig {
 
         let anomaly = match self.anomaly {
             None => None,
-            Some(r) => Some(compile_anomaly(r)?),
+            Some(r) => Some(compile_anomaly(r)?).filter(|a| a.enabled),
         };
 
         Ok(Config {
@@ -535,6 +555,18 @@ fn compile_anomaly(r: RawAnomaly) -> Result<Anomaly, ConfigError> {
             format!("expected a number >= 0.0, got {}", r.min_delta),
         ));
     }
+    if r.window.get().as_millis() % 100 != 0 {
+        return Err(ConfigError::new(
+            "anomaly.window",
+            "expected a whole number of tenths of a second, like \"5s\" or \"500ms\"",
+        ));
+    }
+    if r.baseline.get() > std::time::Duration::from_secs(24 * 3600) {
+        return Err(ConfigError::new(
+            "anomaly.baseline",
+            "expected at most 24h",
+        ));
+    }
     if r.min_requests == 0 {
         return Err(ConfigError::new(
             "anomaly.minRequests",
@@ -547,6 +579,7 @@ fn compile_anomaly(r: RawAnomaly) -> Result<Anomaly, ConfigError> {
         baseline: r.baseline.get(),
         factor: r.factor,
         min_delta: r.min_delta,
+        min_latency_delta: r.min_latency_delta.get(),
         min_requests: r.min_requests,
     })
 }

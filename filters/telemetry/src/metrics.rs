@@ -27,6 +27,8 @@
 //!   Prometheus has both their sums and their distribution.
 //! - `label_overflow_total;label=<label>`: counter of values that became
 //!   `other` past a label's cap.
+//! - `route_anomaly;route=<route>;kind=error_rate|latency`: gauge, 1 while
+//!   the route's anomaly alert fires (see [`crate::anomaly`]).
 
 use crate::config::Dimension;
 use kit::{Host, MetricType};
@@ -38,12 +40,13 @@ pub const REQUEST_DURATION: &str = "request_duration_milliseconds";
 pub const REQUEST_BYTES: &str = "request_bytes";
 pub const RESPONSE_BYTES: &str = "response_bytes";
 pub const LABEL_OVERFLOW: &str = "label_overflow_total";
+pub const ROUTE_ANOMALY: &str = "route_anomaly";
 
 /// Labels the filter uses itself; dimensions may not take these names.
-pub const RESERVED_LABELS: &[&str] = &["label"];
+pub const RESERVED_LABELS: &[&str] = &["label", "kind"];
 
 /// The labels of the fixed dimensions, plus `label` (of
-/// [`LABEL_OVERFLOW`]).
+/// [`LABEL_OVERFLOW`]) and `kind` (of [`ROUTE_ANOMALY`]).
 pub const FIXED_LABELS: &[&str] = &[
     "route",
     "method",
@@ -52,6 +55,7 @@ pub const FIXED_LABELS: &[&str] = &[
     "version",
     "source_workload",
     "label",
+    "kind",
 ];
 
 /// The stat name of `metric` with `labels` (name, value) embedded.

@@ -84,8 +84,10 @@ fn defaults() {
     let c =
         config(r#"{"anomaly": {}, "accessLog": {"level": "warn", "fields": ["status", "path"]}}"#);
     let a = c.anomaly.unwrap();
-    assert!(!a.enabled);
+    assert!(a.enabled);
     assert_eq!((a.factor, a.min_delta, a.min_requests), (3.0, 0.05, 20));
+    assert_eq!(a.min_latency_delta.as_millis(), 25);
+    assert!(config(r#"{"anomaly": {"enabled": false}}"#).anomaly.is_none());
     assert_eq!(c.access_log.level, LogLevel::Warn);
     assert_eq!(c.access_log.fields, vec!["status", "path"]);
 }
@@ -226,6 +228,16 @@ fn errors_name_the_path() {
             r#"{"anomaly": {"minDelta": -1}}"#,
             "anomaly.minDelta",
             ">= 0.0",
+        ),
+        (
+            r#"{"anomaly": {"window": "1250ms"}}"#,
+            "anomaly.window",
+            "tenths of a second",
+        ),
+        (
+            r#"{"anomaly": {"minLatencyDelta": "soon"}}"#,
+            "anomaly.minLatencyDelta",
+            "duration",
         ),
         (
             r#"{"anomaly": {"minRequests": 0}}"#,

@@ -141,7 +141,8 @@ fn stat_names_and_tags() {
             "response_code_class",
             "version",
             "source_workload",
-            "label"
+            "label",
+            "kind"
         ]
     );
     // Extract as Envoy does: the first group is removed, the second is the
