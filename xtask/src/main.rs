@@ -138,8 +138,8 @@ fn ensure_wasm_bindgen_cli() -> Result<()> {
     if have.split_whitespace().nth(1) == Some(want.as_str()) {
         return Ok(());
     }
-    step(
-        &format!("cargo install wasm-bindgen-cli {want}"),
+    let locked = step(
+        &format!("cargo install wasm-bindgen-cli {want} --locked"),
         cargo().args([
             "install",
             "wasm-bindgen-cli",
@@ -147,6 +147,15 @@ fn ensure_wasm_bindgen_cli() -> Result<()> {
             "--version",
             &want,
         ]),
+    );
+    if locked.is_ok() {
+        return locked;
+    }
+    // The tool's own lockfile may name a dependency release the registry no
+    // longer (or not yet) serves; resolve afresh within its semver ranges.
+    step(
+        &format!("cargo install wasm-bindgen-cli {want} (without --locked)"),
+        cargo().args(["install", "wasm-bindgen-cli", "--version", &want]),
     )
 }
 
