@@ -148,6 +148,8 @@ impl Envoy {
             .arg(&admin_file)
             .arg("--log-path")
             .arg(&log)
+            // The log file is flushed every 10 s by default; tests read it.
+            .args(["--file-flush-interval-msec", "100"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

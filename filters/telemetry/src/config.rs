@@ -555,17 +555,14 @@ fn compile_anomaly(r: RawAnomaly) -> Result<Anomaly, ConfigError> {
             format!("expected a number >= 0.0, got {}", r.min_delta),
         ));
     }
-    if r.window.get().as_millis() % 100 != 0 {
+    if !r.window.get().as_millis().is_multiple_of(100) {
         return Err(ConfigError::new(
             "anomaly.window",
             "expected a whole number of tenths of a second, like \"5s\" or \"500ms\"",
         ));
     }
     if r.baseline.get() > std::time::Duration::from_secs(24 * 3600) {
-        return Err(ConfigError::new(
-            "anomaly.baseline",
-            "expected at most 24h",
-        ));
+        return Err(ConfigError::new("anomaly.baseline", "expected at most 24h"));
     }
     if r.min_requests == 0 {
         return Err(ConfigError::new(

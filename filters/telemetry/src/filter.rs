@@ -17,6 +17,7 @@
 //! `accessLog.level`, sampled with `accessLog.sample`; with
 //! `accessLog.onlyErrors` only responses with status >= 500 are logged.
 
+use crate::anomaly::Detector;
 use crate::config::Config;
 use crate::labels::{self, Caps};
 use crate::metrics::{self, Registry};
@@ -34,20 +35,55 @@ pub struct Telemetry {
     /// Per VM: the label caps and the metric ids.
     caps: RefCell<Caps>,
     registry: RefCell<Registry>,
+    /// With `anomaly` configured.
+    pub anomaly: Option<Detector>,
 }
 
 impl Filter for Telemetry {
     const NAME: &'static str = "telemetry";
     type Http = TelemetryHttp;
 
-    fn configure(config: Option<&[u8]>, _host: &dyn Host) -> Result<Self, ConfigError> {
+    fn configure(config: Option<&[u8]>, host: &dyn Host) -> Result<Self, ConfigError> {
         let config = crate::config::compile_json(config)?;
         let caps = Caps::new(config.dimensions.len(), config.max_values_per_label);
+        let anomaly = match &config.anomaly {
+            Some(a) => {
+                let plugin = host
+                    .property(&["plugin_name"])
+                    .ok()
+                    .flatten()
+                    .map(|p| String::from_utf8_lossy(&p).into_owned())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| Self::NAME.to_string());
+                let routes = config.routes.iter().map(|r| r.name.clone()).collect();
+                let detector = Detector::new(a.clone(), routes, &plugin);
+                detector.start(host).map_err(|e| {
+                    ConfigError::new(
+                        "anomaly",
+                        format!("cannot create the anomaly state in shared data: {e}"),
+                    )
+                })?;
+                Some(detector)
+            }
+            None => None,
+        };
         Ok(Telemetry {
             config,
             caps: RefCell::new(caps),
             registry: RefCell::new(Registry::default()),
+            anomaly,
         })
+    }
+
+    fn tick_period(&self) -> Option<std::time::Duration> {
+        self.anomaly.as_ref().map(Detector::tick_period)
+    }
+
+    fn on_tick(self: &Rc<Self>, host: &dyn Host) {
+        if let Some(d) = &self.anomaly {
+            d.define_gauges(host);
+            d.on_tick(host);
+        }
     }
 
     fn new_http(self: &Rc<Self>) -> TelemetryHttp {
@@ -336,6 +372,14 @@ impl HttpFilter for TelemetryHttp {
             source_address: prop_str(host, &["source", "address"]),
         };
         self.filter.record(host, &record);
+        if let Some(d) = &self.filter.anomaly
+            && let Some(route) = labels::route_index(
+                &self.filter.config.routes,
+                record.headers.path().unwrap_or_default(),
+            )
+        {
+            d.observe(route, record.status, record.duration_ms.unwrap_or(0));
+        }
         self.filter.access_log(host, &record);
     }
 }

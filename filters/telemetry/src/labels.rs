@@ -53,20 +53,23 @@ pub fn strip_query(path: &[u8]) -> &[u8] {
     &path[..end]
 }
 
-/// The name of the first route matching `path` (query stripped here), or
-/// [`UNMATCHED`]. A non-UTF-8 path never matches a regex.
-pub fn route_name<'a>(routes: &'a [Route], path: &[u8]) -> &'a str {
+/// The index of the first route matching `path` (query stripped here). A
+/// non-UTF-8 path never matches a regex.
+pub fn route_index(routes: &[Route], path: &[u8]) -> Option<usize> {
     let path = strip_query(path);
-    for r in routes {
-        let hit = match &r.matcher {
-            RouteMatch::Prefix(p) => path.starts_with(p.as_bytes()),
-            RouteMatch::Regex(re) => std::str::from_utf8(path).is_ok_and(|s| re.is_match(s)),
-        };
-        if hit {
-            return &r.name;
-        }
+    routes.iter().position(|r| match &r.matcher {
+        RouteMatch::Prefix(p) => path.starts_with(p.as_bytes()),
+        RouteMatch::Regex(re) => std::str::from_utf8(path).is_ok_and(|s| re.is_match(s)),
+    })
+}
+
+/// The name of the first route matching `path` (query stripped here), or
+/// [`UNMATCHED`].
+pub fn route_name<'a>(routes: &'a [Route], path: &[u8]) -> &'a str {
+    match route_index(routes, path).and_then(|i| routes.get(i)) {
+        Some(r) => &r.name,
+        None => UNMATCHED,
     }
-    UNMATCHED
 }
 
 /// `2xx` for 200..=299 and so on; `0xx` when there was no response (0).
