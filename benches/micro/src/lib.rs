@@ -1,0 +1,1 @@
+//! criterion micro-benchmarks live in `benches/`; run `cargo bench -p mesh-micro-benches`.
