@@ -55,6 +55,8 @@ pub fn render(inputs: &Inputs) -> Result<Value> {
     let mut bootstrap = skeleton("mesh-harness", routes, http_filters, clusters);
     if let Some(stats) = &inputs.stats_config {
         bootstrap["stats_config"] = stats.clone();
+        // Histograms reach /stats/prometheus at each flush (default 5 s).
+        bootstrap["stats_flush_interval"] = json!("1s");
     }
     Ok(bootstrap)
 }

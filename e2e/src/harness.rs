@@ -57,28 +57,52 @@ pub fn jwks_clusters(manifests: &Manifests) -> Vec<String> {
     out
 }
 
-/// Whether any plugin runs `telemetry.wasm`.
-fn runs_telemetry(manifests: &Manifests) -> Result<bool> {
+/// The `stats_config` for the telemetry plugins among `manifests`, if any:
+/// [`telemetry_stats_config`], plus a tag for each `header:<name>`
+/// dimension (those labels are per config, so the shipped file cannot hold
+/// them; operators add the same entry, see wasmplugins/README.md).
+fn telemetry_stats_for(manifests: &Manifests) -> Result<Option<Value>> {
+    let mut config: Option<Value> = None;
     for p in &manifests.plugins {
-        if p.module_file_name()? == "telemetry.wasm" {
-            return Ok(true);
+        if p.module_file_name()? != "telemetry.wasm" {
+            continue;
+        }
+        let stats = match config.as_mut() {
+            Some(c) => c,
+            None => config.insert(telemetry_stats_config()?),
+        };
+        let compiled = telemetry::config::compile_json(Some(p.config_string().as_bytes()))
+            .map_err(|e| anyhow::anyhow!("WasmPlugin {}: pluginConfig: {e}", p.name))?;
+        let wanted = telemetry::metrics::stats_tags_for(&compiled.dimensions);
+        if let (Some(tags), Some(wanted)) = (stats["stats_tags"].as_array_mut(), wanted.as_array())
+        {
+            for t in wanted {
+                if !tags.contains(t) {
+                    tags.push(t.clone());
+                }
+            }
         }
     }
-    Ok(false)
+    Ok(config)
 }
 
 /// `stats_config` with the shipped `wasmplugins/stats_tags.json`, which turns
-/// the telemetry filter's `;label=value` stat names into Prometheus labels.
+/// the telemetry filter's `;label=value` stat names into Prometheus labels,
+/// and `wasmplugins/telemetry/histogram_buckets.json`, the buckets of its
+/// histograms.
 pub fn telemetry_stats_config() -> Result<Value> {
-    let path = envoy::workspace_root().join("wasmplugins/stats_tags.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let tags: Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(serde_json::json!({ "stats_tags": tags }))
+    let read = |rel: &str| -> Result<Value> {
+        let path = envoy::workspace_root().join(rel);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    };
+    Ok(serde_json::json!({
+        "stats_tags": read("wasmplugins/stats_tags.json")?,
+        "histogram_bucket_settings": read("wasmplugins/telemetry/histogram_buckets.json")?,
+    }))
 }
 
-/// The demo keys the harness's own JWKS server publishes (test keys only).
 pub fn demo_jwks() -> Result<String> {
     let keys = TestKeys::load()?;
     Ok(jose::jwks(&[keys.alg(Alg::RS256), keys.alg(Alg::ES256)]))
@@ -162,8 +186,8 @@ impl Harness {
                 options.extra_clusters.push((c, server.addr));
             }
         }
-        if options.stats_config.is_none() && runs_telemetry(&manifests)? {
-            options.stats_config = Some(telemetry_stats_config()?);
+        if options.stats_config.is_none() {
+            options.stats_config = telemetry_stats_for(&manifests)?;
         }
         let config = write_config(&manifests, &upstreams, &options, &dir)?;
         if !options.skip_validate {
@@ -194,6 +218,7 @@ impl Harness {
                 .into_iter()
                 .map(|c| (c, loopback))
                 .collect(),
+            stats_config: telemetry_stats_for(&manifests)?,
             ..Options::default()
         };
         let config = write_config(&manifests, &upstreams, &options, &dir)?;

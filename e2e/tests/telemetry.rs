@@ -80,3 +80,617 @@ fn requests_total_has_prometheus_labels() {
     );
     assert!(h.wasm_traps().is_empty(), "{:?}", h.wasm_traps());
 }
+
+// ---------------------------------------------------------------------------
+// Shared helpers
+// ---------------------------------------------------------------------------
+
+fn start_plugin(name: &str, config: &serde_json::Value) -> Harness {
+    let dir = e2e::manifest::write_test_plugin(name, "telemetry", Some("STATS"), config).unwrap();
+    Harness::start(&dir).unwrap()
+}
+
+/// Every sample of `metric` (name up to `{`) as (labels, value).
+fn samples(prometheus: &str, metric: &str) -> Vec<(String, f64)> {
+    let prefix = format!("{metric}{{");
+    prometheus
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (labels, value) = rest.rsplit_once("} ")?;
+            Some((labels.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `_bucket` samples of histogram `metric` with exactly `labels`
+/// (besides `le`), as (le, count) in output order.
+fn buckets(prometheus: &str, metric: &str, labels: &str) -> Vec<(String, u64)> {
+    let prefix = format!("{labels},le=\"");
+    samples(prometheus, &format!("{metric}_bucket"))
+        .into_iter()
+        .filter_map(|(l, v)| {
+            let le = l.strip_prefix(&prefix)?.strip_suffix('"')?.to_string();
+            Some((le, v as u64))
+        })
+        .collect()
+}
+
+fn value(prometheus: &str, metric: &str, labels: &str) -> Option<u64> {
+    samples(prometheus, metric)
+        .into_iter()
+        .find(|(l, _)| l == labels)
+        .map(|(_, v)| v as u64)
+}
+
+/// Polls /stats/prometheus until `done` holds (histograms show up after a
+/// stats flush, 1 s in the harness) or 15 s pass; returns the last text.
+fn prometheus_when(h: &Harness, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = h.prometheus().unwrap();
+        if done(&text) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The telemetry filter's JSON access-log lines in Envoy's log, with the
+/// text before the JSON (`... wasm log <name> <root_id>: `).
+fn access_log(h: &Harness) -> Vec<(String, serde_json::Value)> {
+    h.log()
+        .lines()
+        .filter(|l| l.contains("wasm log") && l.contains(": {") && !l.contains("route_anomaly"))
+        .map(|l| {
+            let at = l.find(": {").unwrap();
+            let json = serde_json::from_str(&l[at + 2..]).unwrap_or_else(|e| panic!("{e}: {l}"));
+            (l[..at + 2].to_string(), json)
+        })
+        .collect()
+}
+
+/// Polls the access log until it holds `n` lines (bounded).
+fn access_log_lines(h: &Harness, n: usize) -> Vec<(String, serde_json::Value)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = access_log(h);
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn shipped_duration_buckets() -> Vec<f64> {
+    let text = std::fs::read_to_string(
+        e2e::envoy::workspace_root().join("wasmplugins/telemetry/histogram_buckets.json"),
+    )
+    .unwrap();
+    let settings: serde_json::Value = serde_json::from_str(&text).unwrap();
+    settings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["match"]["prefix"] == "wasmcustom.request_duration_milliseconds")
+        .unwrap()["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_f64().unwrap())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Counts and histograms
+// ---------------------------------------------------------------------------
+
+#[test]
+fn exact_counts_per_label_set_and_histograms_that_add_up() {
+    let h = start_plugin(
+        "telemetry-mix",
+        &json!({
+            "routes": [{"name": "orders", "pathPrefix": "/orders"},
+                       {"name": "user", "regex": "^/users/[0-9]+$"}],
+            "dimensions": ["route", "method", "response_code", "response_code_class", "version"],
+            "accessLog": {"enabled": false},
+        }),
+    );
+    for _ in 0..3 {
+        assert_eq!(h.get("/orders/1?page=2", &[]).unwrap().status, 200);
+    }
+    // Above the 50 ms bucket.
+    let slow = h.get("/orders/3", &[("x-demo-delay-ms", b"120")]).unwrap();
+    assert_eq!(slow.status, 200);
+    for _ in 0..2 {
+        let r = h.get("/orders/2", &[("x-demo-status", b"503")]).unwrap();
+        assert_eq!(r.status, 503);
+    }
+    for _ in 0..2 {
+        let r = h.get("/users/42", &[("x-route-version", b"v2")]).unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let r = client::request("POST", &h.url("/users/abc"), &[]).unwrap();
+    assert_eq!(r.status, 200);
+
+    let sets = [
+        (
+            r#"route="orders",method="GET",response_code="200",response_code_class="2xx",version="unknown""#,
+            4u64,
+        ),
+        (
+            r#"route="orders",method="GET",response_code="503",response_code_class="5xx",version="unknown""#,
+            2,
+        ),
+        (
+            r#"route="user",method="GET",response_code="200",response_code_class="2xx",version="v2""#,
+            2,
+        ),
+        (
+            r#"route="unmatched",method="POST",response_code="200",response_code_class="2xx",version="unknown""#,
+            1,
+        ),
+    ];
+    let text = prometheus_when(&h, |t| {
+        sets.iter().all(|(l, n)| {
+            value(t, "requests_total", l) == Some(*n)
+                && value(t, "request_duration_milliseconds_count", l) == Some(*n)
+                && value(t, "response_bytes_count", l) == Some(*n)
+        })
+    });
+    let series = samples(&text, "requests_total");
+    assert_eq!(series.len(), sets.len(), "{series:?}");
+    let want_le: Vec<f64> = shipped_duration_buckets();
+    for (labels, n) in sets {
+        assert_eq!(value(&text, "requests_total", labels), Some(n), "{labels}");
+        for metric in [
+            "request_duration_milliseconds",
+            "request_bytes",
+            "response_bytes",
+        ] {
+            assert_eq!(
+                value(&text, &format!("{metric}_count"), labels),
+                Some(n),
+                "{metric}_count{{{labels}}}"
+            );
+            let b = buckets(&text, metric, labels);
+            assert_eq!(
+                b.last().map(|(le, c)| (le.as_str(), *c)),
+                Some(("+Inf", n)),
+                "{metric} {b:?}"
+            );
+            assert!(
+                b.windows(2).all(|w| w[0].1 <= w[1].1),
+                "{metric} not cumulative: {b:?}"
+            );
+        }
+        let b = buckets(&text, "request_duration_milliseconds", labels);
+        let le: Vec<f64> = b[..b.len() - 1]
+            .iter()
+            .map(|(le, _)| le.parse().unwrap())
+            .collect();
+        assert_eq!(le, want_le, "the shipped histogram_bucket_settings apply");
+    }
+    // The 120 ms request is above the 50 ms bucket (and below 250 ms).
+    let orders = buckets(&text, "request_duration_milliseconds", sets[0].0);
+    let at = |bound: &str| orders.iter().find(|(le, _)| le == bound).unwrap().1;
+    assert!(at("50") <= 3, "{orders:?}");
+    assert_eq!(at("250"), 4, "{orders:?}");
+    // Response sizes are real: every demo answer is a JSON body of some
+    // hundred bytes.
+    let sum = value(&text, "response_bytes_sum", sets[0].0).unwrap();
+    assert!(sum >= 4 * 100, "response_bytes_sum {sum}");
+    assert!(h.wasm_traps().is_empty(), "{:?}", h.wasm_traps());
+}
+
+// ---------------------------------------------------------------------------
+// Requests answered by an earlier filter
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_local_reply_from_the_rate_limit_filter_is_counted_and_logged() {
+    let name = "telemetry-after-rl";
+    e2e::manifest::write_test_plugin(
+        name,
+        "rate-limit",
+        Some("AUTHZ"),
+        &json!({"rules": [{"name": "tiny", "limit": {"requests": 2, "per": "1h"}}]}),
+    )
+    .unwrap();
+    let dir = e2e::manifest::write_test_plugin(
+        name,
+        "telemetry",
+        Some("STATS"),
+        &json!({
+            "routes": [{"name": "orders", "pathPrefix": "/orders"}],
+            "dimensions": ["route", "response_code"],
+        }),
+    )
+    .unwrap();
+    let h = Harness::start(&dir).unwrap();
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| h.get("/orders/7", &[]).unwrap().status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 429, 429, 429]);
+
+    let text = prometheus_when(&h, |t| {
+        value(t, "requests_total", r#"route="orders",response_code="429""#) == Some(3)
+    });
+    assert_eq!(
+        value(
+            &text,
+            "requests_total",
+            r#"route="orders",response_code="200""#
+        ),
+        Some(2)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "requests_total",
+            r#"route="orders",response_code="429""#
+        ),
+        Some(3)
+    );
+
+    let lines = access_log_lines(&h, 5);
+    let decisions: Vec<(u64, String)> = lines
+        .iter()
+        .map(|(_, j)| {
+            (
+                j["status"].as_u64().unwrap(),
+                j["rate_limit_decision"]
+                    .as_str()
+                    .unwrap_or("<none>")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            (200, "allowed".to_string()),
+            (200, "allowed".to_string()),
+            (429, "denied".to_string()),
+            (429, "denied".to_string()),
+            (429, "denied".to_string()),
+        ]
+    );
+    assert!(h.wasm_traps().is_empty(), "{:?}", h.wasm_traps());
+}
+
+// ---------------------------------------------------------------------------
+// Cardinality
+// ---------------------------------------------------------------------------
+
+#[test]
+fn ten_thousand_random_paths_and_tenants_do_not_grow_the_stats() {
+    const CAP: usize = 20;
+    const REQUESTS: usize = 10_000;
+    let h = start_plugin(
+        "telemetry-cardinality",
+        &json!({
+            "routes": [{"name": "orders", "pathPrefix": "/orders"}],
+            "dimensions": ["route", "header:x-tenant"],
+            "maxValuesPerLabel": CAP,
+            "accessLog": {"enabled": false},
+        }),
+    );
+    let url = h.url("");
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let url = &url;
+            s.spawn(move || {
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (t + 1);
+                for _ in 0..REQUESTS / 4 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let path = format!("/{:x}/{:x}", x, x.rotate_left(17));
+                    let tenant = format!("tenant-{x:x}");
+                    let r =
+                        client::get(&format!("{url}{path}"), &[("x-tenant", tenant.as_bytes())])
+                            .unwrap();
+                    assert_eq!(r.status, 200);
+                    assert!(started.elapsed() < Duration::from_secs(120), "too slow");
+                }
+            });
+        }
+    });
+    println!("{REQUESTS} requests in {:?}", started.elapsed());
+
+    let text = prometheus_when(&h, |t| {
+        samples(t, "requests_total")
+            .iter()
+            .map(|(_, v)| *v as usize)
+            .sum::<usize>()
+            == REQUESTS
+    });
+    let series = samples(&text, "requests_total");
+    let total: f64 = series.iter().map(|(_, v)| v).sum();
+    assert_eq!(total as usize, REQUESTS, "every request counted");
+    // Two workers, each admitting CAP values, plus `other`.
+    assert!(series.len() <= 2 * CAP + 1, "{} series", series.len());
+    assert!(
+        series
+            .iter()
+            .all(|(l, _)| l.starts_with("route=\"unmatched\",x_tenant=\""))
+    );
+    assert!(
+        series
+            .iter()
+            .any(|(l, _)| l.ends_with("x_tenant=\"other\""))
+    );
+    let overflow = value(&text, "label_overflow_total", r#"label="x_tenant""#).unwrap();
+    assert!(
+        overflow as usize >= REQUESTS - 2 * CAP,
+        "overflow {overflow}"
+    );
+    let other = series
+        .iter()
+        .find(|(l, _)| l.ends_with("\"other\""))
+        .unwrap()
+        .1 as u64;
+    assert_eq!(other, overflow, "each request past the cap counted once");
+    // Every stat the filter made: per series one counter and three
+    // histograms, plus the overflow counter.
+    let (_, body) = client::admin_get(h.envoy.admin, "/stats?format=json").unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let wasm_stats = stats["stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("wasmcustom."))
+        })
+        .count();
+    let histograms = stats["stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|s| s["histograms"]["computed_quantiles"].as_array())
+        .map_or(0, |q| {
+            q.iter()
+                .filter(|s| {
+                    s["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("wasmcustom."))
+                })
+                .count()
+        });
+    println!(
+        "{} series, {wasm_stats} counters/gauges, {histograms} histograms",
+        series.len()
+    );
+    assert!(wasm_stats <= 2 * CAP + 2, "{wasm_stats} wasm counters");
+    assert!(
+        histograms <= 3 * (2 * CAP + 1),
+        "{histograms} wasm histograms"
+    );
+    assert!(h.wasm_traps().is_empty(), "{:?}", h.wasm_traps());
+}
+
+// ---------------------------------------------------------------------------
+// The access log
+// ---------------------------------------------------------------------------
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[test]
+fn access_log_lines_parse_and_carry_the_right_fields() {
+    let h = start_plugin(
+        "telemetry-log",
+        &json!({
+            "routes": [{"name": "orders", "pathPrefix": "/orders"}],
+            "accessLog": {"userClaim": {"claim": "sub", "fromHeader": "x-jwt-payload"}},
+        }),
+    );
+    let payload = b64url(br#"{"sub":"alice","iss":"https://issuer.example.com"}"#);
+    let r = h
+        .get(
+            "/orders/9?secret=token123",
+            &[
+                ("traceparent", TRACEPARENT.as_bytes()),
+                ("x-request-id", b"req-0001"),
+                ("x-jwt-payload", payload.as_bytes()),
+                ("x-route-version", b"v2"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let lines = access_log_lines(&h, 1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let (prefix, j) = &lines[0];
+    // Envoy's prefix: `wasm log <plugin name> <root_id>: `; the harness,
+    // like istiod, names the plugin `<namespace>.<name>` and sets the root id
+    // to `pluginName`.
+    assert!(
+        prefix.ends_with("wasm log bookinfo.telemetry telemetry: "),
+        "{prefix}"
+    );
+    assert!(prefix.contains("[info]"), "{prefix}");
+    let ts = j["timestamp"].as_str().unwrap();
+    assert!(
+        ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+        "RFC 3339 timestamp: {ts}"
+    );
+    assert_eq!(j["method"], "GET");
+    assert_eq!(j["path"], "/orders/9", "the query is stripped");
+    assert_eq!(j["status"], 200);
+    assert!(j["duration_ms"].is_u64(), "{j}");
+    assert!(j["bytes_in"].as_u64().unwrap() > 0, "{j}");
+    assert!(j["bytes_out"].as_u64().unwrap() > 100, "{j}");
+    assert_eq!(j["version"], "v2");
+    assert_eq!(j["route"], "orders");
+    assert_eq!(j["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(j["request_id"], "req-0001");
+    assert_eq!(j["user"], "alice");
+    assert!(!lines[0].1.to_string().contains("token123"));
+    assert!(h.wasm_traps().is_empty(), "{:?}", h.wasm_traps());
+}
+
+#[test]
+fn only_errors_and_sample_zero_limit_the_log() {
+    let h = start_plugin(
+        "telemetry-log-errors",
+        &json!({"accessLog": {"onlyErrors": true}}),
+    );
+    for status in ["200", "404", "500", "503"] {
+        let _ = h
+            .get("/x", &[("x-demo-status", status.as_bytes())])
+            .unwrap();
+    }
+    let lines = access_log_lines(&h, 2);
+    let statuses: Vec<u64> = lines
+        .iter()
+        .map(|(_, j)| j["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [500, 503]);
+    drop(h);
+
+    let h = start_plugin("telemetry-log-none", &json!({"accessLog": {"sample": 0.0}}));
+    for _ in 0..20 {
+        assert_eq!(h.get("/x", &[]).unwrap().status, 200);
+    }
+    // A request after them shows up in the counters, so on_log has run for
+    // all of them; still no line.
+    let text = prometheus_when(&h, |t| {
+        samples(t, "requests_total")
+            .iter()
+            .map(|(_, v)| *v as u64)
+            .sum::<u64>()
+            == 20
+    });
+    assert_eq!(
+        samples(&text, "requests_total")
+            .iter()
+            .map(|(_, v)| *v as u64)
+            .sum::<u64>(),
+        20
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(access_log(&h).is_empty(), "{:?}", access_log(&h));
+}
+
+// ---------------------------------------------------------------------------
+// Trace context, as the upstream sees it
+// ---------------------------------------------------------------------------
+
+/// A request header as the demo upstream received it.
+fn upstream_header(r: &client::Response, name: &str) -> Option<String> {
+    r.json()["headers"][name].as_str().map(str::to_string)
+}
+
+#[test]
+fn traceparent_is_generated_or_propagated_at_the_upstream() {
+    let h = start_plugin(
+        "telemetry-trace",
+        &json!({
+            "accessLog": {"enabled": false},
+            "tracing": {"generateTraceparent": true, "responseHeader": "x-trace-id"},
+        }),
+    );
+    // Absent: generated, valid, and returned to the client.
+    let r = h.get("/a", &[]).unwrap();
+    let tp = upstream_header(&r, "traceparent").expect("a generated traceparent");
+    let trace = telemetry::filter::parse_traceparent(tp.as_bytes()).expect("valid");
+    assert!(tp.starts_with("00-") && tp.ends_with("-01"), "{tp}");
+    assert_eq!(r.header("x-trace-id").as_deref(), Some(trace.as_str()));
+    let id = upstream_header(&r, "x-request-id").expect("x-request-id added");
+    assert_eq!(id.len(), 36, "{id}");
+    // Two requests, two traces.
+    let r2 = h.get("/a", &[]).unwrap();
+    assert_ne!(upstream_header(&r2, "traceparent"), Some(tp.clone()));
+
+    // Valid: unchanged. x-request-id kept. B3 passes through.
+    let b3 = [
+        ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+        ("x-b3-spanid", "e457b5a2e4d86bd1"),
+        ("x-b3-sampled", "1"),
+        ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+    ];
+    let mut headers: Vec<(&str, &[u8])> = vec![
+        ("traceparent", TRACEPARENT.as_bytes()),
+        ("x-request-id", b"client-id-7"),
+    ];
+    headers.extend(b3.iter().map(|(n, v)| (*n, v.as_bytes())));
+    let r = h.get("/b", &headers).unwrap();
+    assert_eq!(
+        upstream_header(&r, "traceparent").as_deref(),
+        Some(TRACEPARENT)
+    );
+    assert_eq!(
+        upstream_header(&r, "x-request-id").as_deref(),
+        Some("client-id-7")
+    );
+    for (name, v) in b3 {
+        assert_eq!(upstream_header(&r, name).as_deref(), Some(v), "{name}");
+    }
+    assert_eq!(
+        r.header("x-trace-id").as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+
+    // Invalid (all-zero trace id): replaced by a valid one.
+    let bad = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
+    let r = h.get("/c", &[("traceparent", bad.as_bytes())]).unwrap();
+    let tp = upstream_header(&r, "traceparent").unwrap();
+    assert_ne!(tp, bad);
+    assert!(
+        telemetry::filter::parse_traceparent(tp.as_bytes()).is_some(),
+        "{tp}"
+    );
+    assert!(h.wasm_traps().is_empty(), "{:?}", h.wasm_traps());
+}
+
+#[test]
+fn non_utf8_headers_and_paths_get_a_normal_answer() {
+    let h = start_plugin(
+        "telemetry-bytes",
+        &json!({
+            "routes": [{"name": "user", "regex": "^/users/[0-9]+$"}],
+            "dimensions": ["route", "method", "version", "header:x-tenant"],
+            "accessLog": {"userClaim": {"claim": "sub", "fromHeader": "x-jwt-payload"}},
+            "tracing": {"generateTraceparent": true},
+        }),
+    );
+    let r = h
+        .get(
+            "/users/%FF%FE",
+            &[
+                ("x-tenant", b"caf\xe9\xff"),
+                ("x-route-version", b"v\xc3\x28"),
+                ("x-jwt-payload", b"\xff\xfe"),
+                ("traceparent", b"00-\xff"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    for _ in 0..3 {
+        assert_eq!(h.get("/users/1", &[]).unwrap().status, 200);
+    }
+    let text = prometheus_when(&h, |t| {
+        samples(t, "requests_total")
+            .iter()
+            .map(|(_, v)| *v as u64)
+            .sum::<u64>()
+            == 4
+    });
+    assert!(
+        samples(&text, "requests_total")
+            .iter()
+            .any(|(l, _)| l.contains("x_tenant=\"caf__\"")),
+        "sanitised label: {:?}",
+        samples(&text, "requests_total")
+    );
+    assert_eq!(access_log_lines(&h, 4).len(), 4);
+    assert!(h.wasm_traps().is_empty(), "{:?}", h.wasm_traps());
+}
