@@ -103,6 +103,7 @@ fn check_plugin_config(module: &str, config: Option<&Value>) -> Result<(), Strin
         "jwt-auth" => jwt_auth::config::compile_json(bytes).map(drop),
         // The plugin name only prefixes the shared-data keys.
         "rate-limit" => rate_limit::config::compile_json(bytes, "rate-limit").map(drop),
+        "telemetry" => telemetry::config::compile_json(bytes).map(drop),
         other => {
             return Err(format!(
                 "no pluginConfig check for Wasm module {other:?}: add an arm for its filter \
@@ -177,6 +178,22 @@ fn the_walk_finds_every_manifest() {
         ("jwt-auth/wasmplugin.yaml", "WasmPlugin", "jwt-auth"),
         ("examples/keycloak/jwt-auth.yaml", "WasmPlugin", "jwt-auth"),
         ("rate-limit/wasmplugin.yaml", "WasmPlugin", "rate-limit"),
+        ("telemetry/wasmplugin.yaml", "WasmPlugin", "telemetry"),
+        (
+            "telemetry/bootstrap-override.yaml",
+            "ConfigMap",
+            "mesh-filters-telemetry-bootstrap",
+        ),
+        (
+            "examples/telemetry/telemetry.yaml",
+            "WasmPlugin",
+            "telemetry",
+        ),
+        (
+            "examples/telemetry/productpage-patch.yaml",
+            "Deployment",
+            "productpage-v1",
+        ),
         (
             "examples/ratelimit/rate-limit.yaml",
             "WasmPlugin",
@@ -378,4 +395,161 @@ fn the_reviews_example_hangs_together() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Telemetry: the Istio setup matches the shipped Envoy settings
+// ---------------------------------------------------------------------------
+
+fn shipped_json(rel: &str) -> Value {
+    let text = std::fs::read_to_string(wasmplugins_dir().join(rel)).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn doc(file: &str, kind: &str) -> Value {
+    documents()
+        .into_iter()
+        .find(|d| d.file == file && d.value["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in wasmplugins/{file}"))
+        .value
+}
+
+/// The custom bootstrap JSON of a bootstrap-override ConfigMap.
+fn custom_bootstrap(file: &str) -> Value {
+    let cm = doc(file, "ConfigMap");
+    let text = cm["data"]["custom_bootstrap.json"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{file}: no data.custom_bootstrap.json"));
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{file}: custom_bootstrap.json: {e}"))
+}
+
+#[test]
+fn the_bootstrap_overrides_carry_the_shipped_stats_tags_and_buckets() {
+    let tags = shipped_json("stats_tags.json");
+    let buckets = shipped_json("telemetry/histogram_buckets.json");
+    assert_eq!(
+        tags,
+        telemetry::metrics::stats_tags(),
+        "regenerate stats_tags.json"
+    );
+    let gateway = custom_bootstrap("telemetry/bootstrap-override.yaml");
+    assert_eq!(
+        gateway,
+        json!({"stats_config": {"stats_tags": tags, "histogram_bucket_settings": buckets}})
+    );
+    // The sidecar example takes its buckets from the annotation instead.
+    let sidecar = custom_bootstrap("examples/telemetry/bootstrap-override.yaml");
+    assert_eq!(sidecar, json!({"stats_config": {"stats_tags": tags}}));
+
+    let patch = doc("examples/telemetry/productpage-patch.yaml", "Deployment");
+    let annotations = &patch["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(
+        annotations["sidecar.istio.io/bootstrapOverride"],
+        doc("examples/telemetry/bootstrap-override.yaml", "ConfigMap")["metadata"]["name"]
+    );
+    assert_eq!(
+        annotations["sidecar.istio.io/componentLogLevel"],
+        "wasm:info"
+    );
+    let from_annotation: Value = serde_json::from_str(
+        annotations["sidecar.istio.io/statsHistogramBuckets"]
+            .as_str()
+            .expect("statsHistogramBuckets"),
+    )
+    .unwrap();
+    let duration = buckets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["match"]["prefix"] == "wasmcustom.request_duration_milliseconds")
+        .expect("duration buckets");
+    assert_eq!(
+        from_annotation,
+        json!({"wasmcustom.request_duration_milliseconds": duration["buckets"]})
+    );
+}
+
+#[test]
+fn the_grafana_dashboard_uses_only_metrics_and_labels_the_filter_makes() {
+    let dashboard = shipped_json("telemetry/grafana-dashboard.json");
+    let tags: Vec<String> = shipped_json("stats_tags.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tag_name"].as_str().unwrap().to_string())
+        .collect();
+    let metrics = [
+        "requests_total",
+        "request_duration_milliseconds_bucket",
+        "request_duration_milliseconds_sum",
+        "request_duration_milliseconds_count",
+        "request_bytes_bucket",
+        "request_bytes_sum",
+        "request_bytes_count",
+        "response_bytes_bucket",
+        "response_bytes_sum",
+        "response_bytes_count",
+        "label_overflow_total",
+        "route_anomaly",
+    ];
+    let mut exprs = Vec::new();
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    if (k == "expr" || k == "query") && v.is_string() {
+                        out.push(v.as_str().unwrap_or_default().to_string());
+                    } else {
+                        walk(v, out);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    walk(&dashboard["panels"], &mut exprs);
+    assert!(exprs.len() >= 6, "{exprs:?}");
+    let mut used = std::collections::BTreeSet::new();
+    for e in &exprs {
+        // Metric names: identifiers followed by `{`, `[` or `)`.
+        let idents: Vec<&str> = e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        for w in &idents {
+            if w.contains('_')
+                && (w.ends_with("_total")
+                    || w.contains("_bytes")
+                    || w.contains("duration")
+                    || w.starts_with("route_"))
+            {
+                assert!(metrics.contains(w), "unknown metric {w} in {e}");
+                used.insert(w.to_string());
+            }
+        }
+        // Labels in `by (...)` and in selectors.
+        for part in e.split("by (").skip(1) {
+            let inner = part.split(')').next().unwrap_or("");
+            for label in inner.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+                assert!(
+                    label == "le" || tags.iter().any(|t| t == label),
+                    "label {label} in {e}"
+                );
+            }
+        }
+    }
+    for m in [
+        "requests_total",
+        "request_duration_milliseconds_bucket",
+        "route_anomaly",
+    ] {
+        assert!(used.contains(m), "the dashboard never uses {m}");
+    }
+    let anomaly_panel = dashboard["panels"].as_array().unwrap().iter().any(|p| {
+        p["title"]
+            .as_str()
+            .is_some_and(|t| t.to_lowercase().contains("anomal"))
+    });
+    assert!(anomaly_panel, "an anomaly panel");
 }

@@ -694,3 +694,46 @@ fn non_utf8_headers_and_paths_get_a_normal_answer() {
     assert_eq!(access_log_lines(&h, 4).len(), 4);
     assert!(h.wasm_traps().is_empty(), "{:?}", h.wasm_traps());
 }
+
+// ---------------------------------------------------------------------------
+// The shipped manifests
+// ---------------------------------------------------------------------------
+
+/// `envoy --mode validate` (which runs each plugin's on_configure) accepts
+/// the config the harness generates for every shipped manifest directory,
+/// the telemetry ones with the shipped stats tags and buckets.
+#[test]
+fn every_shipped_manifest_directory_validates_in_envoy() {
+    let root = e2e::envoy::workspace_root().join("wasmplugins");
+    for dir in [
+        "examples",
+        "canary-router",
+        "jwt-auth",
+        "rate-limit",
+        "telemetry",
+    ] {
+        Harness::validate(&root.join(dir)).unwrap_or_else(|e| panic!("wasmplugins/{dir}: {e:#}"));
+    }
+}
+
+/// The bundled examples (the main job, `cargo xtask run`) run telemetry:
+/// a request to productpage shows up with real labels.
+#[test]
+fn the_bundled_examples_record_telemetry() {
+    let h = Harness::start(&e2e::envoy::workspace_root().join("wasmplugins/examples")).unwrap();
+    let r = h.get("/productpage", &[("host", b"productpage")]).unwrap();
+    assert!(r.status < 500, "{}", r.status);
+    let text = prometheus_when(&h, |t| {
+        samples(t, "requests_total")
+            .iter()
+            .any(|(l, _)| l.starts_with("route=\"productpage\""))
+    });
+    assert!(
+        samples(&text, "requests_total")
+            .iter()
+            .any(|(l, _)| l.starts_with("route=\"productpage\",method=\"GET\"")),
+        "{:?}",
+        samples(&text, "requests_total")
+    );
+    assert!(h.wasm_traps().is_empty(), "{:?}", h.wasm_traps());
+}
