@@ -87,7 +87,11 @@ fn defaults() {
     assert!(a.enabled);
     assert_eq!((a.factor, a.min_delta, a.min_requests), (3.0, 0.05, 20));
     assert_eq!(a.min_latency_delta.as_millis(), 25);
-    assert!(config(r#"{"anomaly": {"enabled": false}}"#).anomaly.is_none());
+    assert!(
+        config(r#"{"anomaly": {"enabled": false}}"#)
+            .anomaly
+            .is_none()
+    );
     assert_eq!(c.access_log.level, LogLevel::Warn);
     assert_eq!(c.access_log.fields, vec!["status", "path"]);
 }
