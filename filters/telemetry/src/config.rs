@@ -11,7 +11,8 @@
 //! | `maxValuesPerLabel`            | 1..=10000                    | 100                  |
 //! | `accessLog.enabled`            | bool                         | true                 |
 //! | `accessLog.sample`             | 0.0..=1.0                    | 1.0                  |
-//! | `accessLog.onlyErrors`         | bool (status >= 500)         | false                |
+//! | `accessLog.onlyErrors`         | bool (status >= 500 or none) | false                |
+//! | `accessLog.includeQuery`       | bool (keep `?…` in `path`)   | false                |
 //! | `accessLog.level`              | trace…critical               | info                 |
 //! | `accessLog.userClaim`          | `{claim, fromHeader}`        | none                 |
 //! | `accessLog.fields`             | list of [`LOG_FIELDS`]       | [`DEFAULT_LOG_FIELDS`] |
@@ -117,6 +118,8 @@ pub struct RawAccessLog {
     #[serde(default)]
     pub only_errors: bool,
     #[serde(default)]
+    pub include_query: bool,
+    #[serde(default)]
     pub level: Level,
     #[serde(default)]
     pub user_claim: Option<ClaimSource>,
@@ -130,6 +133,7 @@ impl Default for RawAccessLog {
             enabled: true,
             sample: 1.0,
             only_errors: false,
+            include_query: false,
             level: Level::Info,
             user_claim: None,
             fields: None,
@@ -273,6 +277,8 @@ pub struct AccessLog {
     pub sample: f64,
     /// Log only responses with status >= 500.
     pub only_errors: bool,
+    /// Keep the query string in `path` (it may hold secrets; off by default).
+    pub include_query: bool,
     pub level: LogLevel,
     pub user_claim: Option<ClaimSource>,
     /// The fields to write, each one of [`LOG_FIELDS`].
@@ -497,6 +503,7 @@ impl RawConfig {
             enabled: a.enabled,
             sample: a.sample,
             only_errors: a.only_errors,
+            include_query: a.include_query,
             level: a.level.log_level(),
             user_claim,
             fields,

@@ -15,7 +15,8 @@
 //!
 //! The access log is one JSON line per request through the proxy log at
 //! `accessLog.level`, sampled with `accessLog.sample`; with
-//! `accessLog.onlyErrors` only responses with status >= 500 are logged.
+//! `accessLog.onlyErrors` only responses with status >= 500 (or none) are
+//! logged. `path` loses its query string unless `accessLog.includeQuery`.
 
 use crate::anomaly::Detector;
 use crate::config::Config;
@@ -142,7 +143,8 @@ impl Telemetry {
 
     fn access_log(&self, host: &dyn Host, r: &Record) {
         let cfg = &self.config.access_log;
-        if !cfg.enabled || (cfg.only_errors && r.status < 500) || !sampled(host, cfg.sample) {
+        let error = r.status == 0 || r.status >= 500;
+        if !cfg.enabled || (cfg.only_errors && !error) || !sampled(host, cfg.sample) {
             return;
         }
         let mut line = serde_json::Map::new();
@@ -153,7 +155,14 @@ impl Telemetry {
                 "path" => r
                     .headers
                     .path()
-                    .map(|p| String::from_utf8_lossy(labels::strip_query(p)).into_owned())
+                    .map(|p| {
+                        let p = if cfg.include_query {
+                            p
+                        } else {
+                            labels::strip_query(p)
+                        };
+                        String::from_utf8_lossy(p).into_owned()
+                    })
                     .into(),
                 "status" => r.status.into(),
                 "duration_ms" => r.duration_ms.into(),

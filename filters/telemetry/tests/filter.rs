@@ -202,6 +202,23 @@ fn access_log_controls() {
         serde_json::json!({"status": 500, "source_address": "10.0.0.1:5555"})
     );
 
+    // No response at all (status 0) is an error too.
+    run(&f, &host, &[(":path", "/")], 0);
+    assert_eq!(log_lines(&host)[0].1["status"], 0);
+
+    let f = configure(&host, r#"{"accessLog": {"fields": ["path"]}}"#);
+    run(&f, &host, &[(":path", "/p?token=secret")], 200);
+    assert_eq!(log_lines(&host)[0].1, serde_json::json!({"path": "/p"}));
+    let f = configure(
+        &host,
+        r#"{"accessLog": {"fields": ["path"], "includeQuery": true}}"#,
+    );
+    run(&f, &host, &[(":path", "/p?page=2")], 200);
+    assert_eq!(
+        log_lines(&host)[0].1,
+        serde_json::json!({"path": "/p?page=2"})
+    );
+
     let f = configure(&host, r#"{"accessLog": {"enabled": false}}"#);
     run(&f, &host, &[(":path", "/")], 500);
     assert!(host.logs.borrow().is_empty());
