@@ -190,9 +190,9 @@ fn routing_header(manifests: &Manifests) -> String {
     manifests
         .plugins
         .iter()
-        .filter(|p| p.module_file_name().ok().as_deref() == Some("canary_router.wasm"))
-        .find_map(|p| p.plugin_config.as_ref()?.get("routingHeader")?.as_str())
-        .unwrap_or("x-route-version")
+        .filter_map(|p| p.config_for("canary_router.wasm"))
+        .find_map(|c| c.get("routingHeader")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| "x-route-version".to_string())
         .to_ascii_lowercase()
 }
 

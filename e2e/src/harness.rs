@@ -34,8 +34,8 @@ pub struct Options {
 pub fn jwks_clusters(manifests: &Manifests) -> Vec<String> {
     let mut out = Vec::new();
     for p in &manifests.plugins {
-        let providers = p
-            .plugin_config
+        let config = p.config_for("jwt_auth.wasm");
+        let providers = config
             .as_ref()
             .and_then(|c| c.get("providers"))
             .and_then(Value::as_array);
@@ -64,15 +64,16 @@ pub fn jwks_clusters(manifests: &Manifests) -> Vec<String> {
 fn telemetry_stats_for(manifests: &Manifests) -> Result<Option<Value>> {
     let mut config: Option<Value> = None;
     for p in &manifests.plugins {
-        if p.module_file_name()? != "telemetry.wasm" {
+        let Some(telemetry_config) = p.config_for("telemetry.wasm") else {
             continue;
-        }
+        };
         let stats = match config.as_mut() {
             Some(c) => c,
             None => config.insert(telemetry_stats_config()?),
         };
-        let compiled = telemetry::config::compile_json(Some(p.config_string().as_bytes()))
-            .map_err(|e| anyhow::anyhow!("WasmPlugin {}: pluginConfig: {e}", p.name))?;
+        let compiled =
+            telemetry::config::compile_json(Some(telemetry_config.to_string().as_bytes()))
+                .map_err(|e| anyhow::anyhow!("WasmPlugin {}: pluginConfig: {e}", p.name))?;
         let wanted = telemetry::metrics::stats_tags_for(&compiled.dimensions);
         if let (Some(tags), Some(wanted)) = (stats["stats_tags"].as_array_mut(), wanted.as_array())
         {

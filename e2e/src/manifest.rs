@@ -3,7 +3,7 @@
 //! header matches become the harness's route table.
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 /// One WasmPlugin, with what the translation needs.
@@ -60,7 +60,59 @@ pub struct Manifests {
     pub routes: Vec<HttpRoute>,
 }
 
+/// The suite module's stage keys, by the module file of the filter each
+/// stage is.
+pub const SUITE_STAGES: [(&str, &str); 4] = [
+    ("jwt_auth.wasm", "jwt"),
+    ("rate_limit.wasm", "rateLimit"),
+    ("canary_router.wasm", "canary"),
+    ("telemetry.wasm", "telemetry"),
+];
+
+/// The suite module's file.
+pub const SUITE_MODULE: &str = "mesh_suite.wasm";
+
+/// Whether the harness runs every single-filter WasmPlugin as the suite
+/// module instead (env `MESH_SUITE=1`), so that every e2e test also runs
+/// against `mesh_suite.wasm`.
+pub fn suite_mode() -> bool {
+    std::env::var("MESH_SUITE").is_ok_and(|v| v == "1")
+}
+
 impl WasmPlugin {
+    /// The config of filter `module` (e.g. `telemetry.wasm`) in this
+    /// plugin: its pluginConfig when it runs that module, the stage's key
+    /// when it runs the suite; `None` when it runs neither.
+    pub fn config_for(&self, module: &str) -> Option<Value> {
+        let file = self.module_file_name().ok()?;
+        if file == module {
+            return Some(self.plugin_config.clone().unwrap_or_else(|| json!({})));
+        }
+        if file == SUITE_MODULE {
+            let key = SUITE_STAGES.iter().find(|(m, _)| *m == module)?.1;
+            return self
+                .plugin_config
+                .as_ref()?
+                .get(key)
+                .filter(|v| !v.is_null())
+                .cloned();
+        }
+        None
+    }
+
+    /// The same plugin running the suite module, with its config under the
+    /// stage's key; unchanged if it runs no filter the suite holds.
+    pub fn as_suite(mut self) -> WasmPlugin {
+        if let Ok(file) = self.module_file_name()
+            && let Some((_, key)) = SUITE_STAGES.iter().find(|(m, _)| *m == file)
+        {
+            let config = self.plugin_config.take().unwrap_or_else(|| json!({}));
+            self.plugin_config = Some(json!({ *key: config }));
+            self.url = "oci://registry.example.com/mesh-filters/mesh-suite:0.1.0".to_string();
+        }
+        self
+    }
+
     /// `<namespace>.<name>`, as istiod names the filter.
     pub fn filter_name(&self) -> String {
         format!("{}.{}", self.namespace, self.name)
@@ -153,6 +205,9 @@ pub fn load(path: &Path) -> Result<Manifests> {
                 _ => {}
             }
         }
+    }
+    if suite_mode() {
+        out.plugins = out.plugins.into_iter().map(WasmPlugin::as_suite).collect();
     }
     // Istio's order: by phase, then by descending priority, then by name.
     out.plugins.sort_by(|a, b| {

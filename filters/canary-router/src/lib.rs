@@ -15,5 +15,5 @@ pub mod route;
 pub use filter::CanaryRouter;
 pub use route::{Decision, Reason, Router};
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", feature = "export"))]
 kit::export_filter!(filter::CanaryRouter);

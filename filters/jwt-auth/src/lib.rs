@@ -21,5 +21,5 @@ pub mod verify;
 
 pub use filter::JwtAuth;
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", feature = "export"))]
 kit::export_filter!(filter::JwtAuth);

@@ -16,5 +16,5 @@ pub mod key;
 
 pub use filter::{Decision, RateLimit};
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", feature = "export"))]
 kit::export_filter!(filter::RateLimit);

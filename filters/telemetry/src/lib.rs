@@ -18,5 +18,5 @@ pub mod metrics;
 
 pub use filter::Telemetry;
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", feature = "export"))]
 kit::export_filter!(filter::Telemetry);
