@@ -313,11 +313,25 @@ fn test() -> Result<()> {
         .output()
         .is_ok();
     if nextest {
+        // The e2e suites once more with every filter plugin running as
+        // mesh_suite.wasm: the suite must give exactly their results.
+        step(
+            "e2e tests against mesh_suite.wasm (MESH_SUITE=1)",
+            cargo()
+                .args(["nextest", "run", "-p", "e2e", "--no-fail-fast"])
+                .env("MESH_SUITE", "1"),
+        )?;
         step(
             "native and e2e tests (nextest)",
             cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]),
         )
     } else {
+        step(
+            "e2e tests against mesh_suite.wasm (MESH_SUITE=1)",
+            cargo()
+                .args(["test", "-p", "e2e", "--no-fail-fast"])
+                .env("MESH_SUITE", "1"),
+        )?;
         step(
             "native and e2e tests",
             cargo().args(["test", "--workspace", "--no-fail-fast"]),
