@@ -104,6 +104,7 @@ fn check_plugin_config(module: &str, config: Option<&Value>) -> Result<(), Strin
         // The plugin name only prefixes the shared-data keys.
         "rate-limit" => rate_limit::config::compile_json(bytes, "rate-limit").map(drop),
         "telemetry" => telemetry::config::compile_json(bytes).map(drop),
+        "mesh-suite" => mesh_suite::config::compile_json(bytes, "mesh-suite"),
         other => {
             return Err(format!(
                 "no pluginConfig check for Wasm module {other:?}: add an arm for its filter \
@@ -179,6 +180,7 @@ fn the_walk_finds_every_manifest() {
         ("examples/keycloak/jwt-auth.yaml", "WasmPlugin", "jwt-auth"),
         ("rate-limit/wasmplugin.yaml", "WasmPlugin", "rate-limit"),
         ("telemetry/wasmplugin.yaml", "WasmPlugin", "telemetry"),
+        ("mesh-suite/wasmplugin.yaml", "WasmPlugin", "mesh-suite"),
         (
             "telemetry/bootstrap-override.yaml",
             "ConfigMap",
