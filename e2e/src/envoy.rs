@@ -120,6 +120,25 @@ pub fn validate(envoy: &Path, config: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How [`Envoy::start_with`] runs Envoy.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    pub concurrency: u32,
+    pub log_level: String,
+    /// A `taskset -c` CPU list to pin Envoy to.
+    pub cpus: Option<String>,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            concurrency: 2,
+            log_level: "info".to_string(),
+            cpus: None,
+        }
+    }
+}
+
 /// A running Envoy. Dropping it stops the process.
 pub struct Envoy {
     child: Option<Child>,
@@ -131,18 +150,32 @@ impl Envoy {
     /// Starts Envoy with `--concurrency 2` and waits until the admin
     /// endpoint reports it ready. On failure the error holds Envoy's log.
     pub fn start(envoy: &Path, config: &Path, dir: &Path) -> Result<Envoy> {
+        Envoy::start_with(envoy, config, dir, &StartOptions::default())
+    }
+
+    /// [`Envoy::start`] with other worker counts, log level or CPU pinning
+    /// (benchmarks).
+    pub fn start_with(
+        envoy: &Path,
+        config: &Path,
+        dir: &Path,
+        options: &StartOptions,
+    ) -> Result<Envoy> {
         let log = dir.join("envoy.log");
         let admin_file = dir.join("admin-address");
         let _ = std::fs::remove_file(&admin_file);
-        let child = Command::new(envoy)
-            .args([
-                "--concurrency",
-                "2",
-                "--disable-hot-restart",
-                "-l",
-                "info",
-                "-c",
-            ])
+        // taskset execs Envoy, so the child's pid is Envoy's.
+        let mut command = match &options.cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(envoy);
+                c
+            }
+            None => Command::new(envoy),
+        };
+        let child = command
+            .args(["--concurrency", &options.concurrency.to_string()])
+            .args(["--disable-hot-restart", "-l", &options.log_level, "-c"])
             .arg(config)
             .arg("--admin-address-path")
             .arg(&admin_file)
@@ -218,6 +251,11 @@ impl Envoy {
     /// Everything Envoy logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the process is still running.

@@ -21,8 +21,9 @@ fn main() -> ExitCode {
         Some("build") => build().map(|_| ()),
         Some("run") => run(&args[1..]),
         Some("test") => test(),
+        Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|run [PATH]|test>");
+            eprintln!("usage: cargo xtask <setup|build|run [PATH]|test|bench [ARGS]>");
             return ExitCode::from(2);
         }
     };
@@ -82,30 +83,77 @@ fn setup(needs: Needs) -> Result<()> {
 
 /// `wasm-opt` (binaryen), from Debian's package when missing.
 fn ensure_wasm_opt() -> Result<()> {
-    if Command::new("wasm-opt").arg("--version").output().is_ok() {
+    ensure_apt("wasm-opt", &["binaryen"])
+}
+
+/// `tool`, from Debian's `packages` when it does not run.
+fn ensure_apt(tool: &str, packages: &[&str]) -> Result<()> {
+    if Command::new(tool).arg("--version").output().is_ok() {
         return Ok(());
     }
-    let sudo = if Command::new("id")
+    let root_user = Command::new("id")
         .arg("-u")
         .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"))
-    {
-        vec![]
-    } else {
-        vec!["sudo"]
-    };
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
     let apt = |args: &[&str]| {
-        let mut cmd = Command::new(sudo.first().copied().unwrap_or("apt-get"));
-        if !sudo.is_empty() {
+        let mut cmd = Command::new(if root_user { "apt-get" } else { "sudo" });
+        if !root_user {
             cmd.arg("apt-get");
         }
         cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
         cmd
     };
     step("apt-get update", &mut apt(&["update", "-qq"]))?;
+    let mut args = vec!["install", "-y", "-qq"];
+    args.extend_from_slice(packages);
     step(
-        "apt-get install binaryen (wasm-opt)",
-        &mut apt(&["install", "-y", "-qq", "binaryen"]),
+        &format!("apt-get install {} ({tool})", packages.join(" ")),
+        &mut apt(&args),
+    )
+}
+
+/// `oha` (crates.io), the load generator that corrects for coordinated
+/// omission.
+fn ensure_oha() -> Result<()> {
+    if Command::new("oha").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    let locked = step(
+        "cargo install oha --locked",
+        cargo().args(["install", "oha", "--locked"]),
+    );
+    if locked.is_ok() {
+        return locked;
+    }
+    step(
+        "cargo install oha (without --locked)",
+        cargo().args(["install", "oha"]),
+    )
+}
+
+/// The load benchmark: tools, modules, then `benches/load` with `args`.
+fn bench(args: &[String]) -> Result<()> {
+    setup(Needs::Run)?;
+    ensure_apt("wrk", &["wrk"])?;
+    ensure_apt("h2load", &["nghttp2-client"])?;
+    ensure_oha()?;
+    build()?;
+    step(
+        "build the empty filter (the Wasm floor)",
+        cargo().args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "-p",
+            "empty-filter",
+        ]),
+    )?;
+    step(
+        "load benchmark",
+        cargo()
+            .args(["run", "-q", "-p", "mesh-load-bench", "--"])
+            .args(args),
     )
 }
 

@@ -1,0 +1,269 @@
+//! The report: every configuration's figures, and issue 6's targets judged
+//! against them.
+
+use crate::{Args, Config, Row, Samples, rows};
+use anyhow::Result;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+
+pub struct Report {
+    pub rows: Vec<Row>,
+    pub machine: String,
+    pub envoy: String,
+    pub date: String,
+    pub command: String,
+    pub rounds: usize,
+    pub seconds: u64,
+    pub rate: f64,
+}
+
+/// One target: what, the limit, the measured value, met.
+pub struct Target {
+    pub what: String,
+    pub limit: String,
+    pub measured: String,
+    pub met: Option<bool>,
+}
+
+fn text_of(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Report {
+    pub fn new(
+        all: &[Config],
+        samples: &[Samples],
+        rss: &[f64],
+        args: &Args,
+        rate: f64,
+        envoy: &Path,
+    ) -> Result<Report> {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split(':').nth(1))
+            })
+            .unwrap_or("unknown CPU")
+            .trim()
+            .to_string();
+        let cores = cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count();
+        let envoy_version = text_of(Command::new(envoy).arg("--version"));
+        let envoy_version = envoy_version
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("unknown")
+            .trim()
+            .to_string();
+        Ok(Report {
+            rows: rows(all, samples, rss),
+            machine: format!("{model}, {cores} cores"),
+            envoy: envoy_version,
+            date: text_of(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])),
+            command: format!(
+                "cargo xtask bench{}",
+                std::env::args()
+                    .skip(1)
+                    .map(|a| format!(" {a}"))
+                    .collect::<String>()
+            ),
+            rounds: args.rounds,
+            seconds: args.seconds,
+            rate,
+        })
+    }
+
+    fn row(&self, name: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.name == name)
+    }
+
+    /// CPU added over no filter, µs per request.
+    fn added(&self, name: &str) -> Option<f64> {
+        Some(self.row(name)?.cpu.median - self.row("none")?.cpu.median)
+    }
+
+    pub fn targets(&self) -> Vec<Target> {
+        let floor = self.added("wasm-empty");
+        let mut out = Vec::new();
+        let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1} µs"));
+        let mut cpu_target = |what: &str, name: &str, limit: Option<f64>, limit_text: String| {
+            let added = self.added(name);
+            out.push(Target {
+                what: what.to_string(),
+                limit: format!("{limit_text} = {}", fmt(limit)),
+                measured: fmt(added),
+                met: added.zip(limit).map(|(a, l)| a <= l),
+            });
+        };
+        cpu_target(
+            "canary router",
+            "canary",
+            floor.map(|f| f + 4.0),
+            "floor + 4".into(),
+        );
+        cpu_target(
+            "rate limit, allowed",
+            "rate-limit",
+            floor.map(|f| f + 8.0),
+            "floor + 8".into(),
+        );
+        cpu_target(
+            "telemetry",
+            "telemetry",
+            floor.map(|f| f + 8.0),
+            "floor + 8".into(),
+        );
+        for alg in ["rs256", "es256", "eddsa"] {
+            cpu_target(
+                &format!("JWT {alg} cached"),
+                &format!("jwt-{alg}-cached"),
+                floor.map(|f| f + 6.0),
+                "floor + 6".into(),
+            );
+        }
+        for alg in ["rs256", "es256"] {
+            let native = self.added(&format!("native-jwt-{alg}-uncached"));
+            cpu_target(
+                &format!("JWT {alg} first-seen"),
+                &format!("jwt-{alg}-first"),
+                native.map(|n| 1.5 * n),
+                "1.5 × native uncached".into(),
+            );
+        }
+        cpu_target(
+            "all four, separate filters",
+            "four-separate",
+            floor.map(|f| 4.0 * f + 20.0),
+            "4 × floor + 20".into(),
+        );
+        let native_jwt = self.added("native-jwt-rs256-uncached");
+        let suite_limit = floor
+            .map(|f| f + 20.0)
+            .zip(native_jwt)
+            .map(|(a, b)| a.min(b));
+        cpu_target(
+            "all four, suite module",
+            "suite",
+            suite_limit,
+            "min(floor + 20, native jwt_authn uncached)".into(),
+        );
+        let rss = |n: &str| self.row(n).map(|r| r.rss_mib);
+        let limit = rss("wasm-empty").map(|e| e + 20.0);
+        out.push(Target {
+            what: "RSS, suite at --concurrency 2".into(),
+            limit: format!(
+                "empty-module RSS + 20 MiB = {}",
+                limit.map_or("n/a".into(), |l| format!("{l:.0} MiB"))
+            ),
+            measured: rss("suite").map_or("n/a".into(), |r| format!("{r:.0} MiB")),
+            met: rss("suite").zip(limit).map(|(r, l)| r <= l),
+        });
+        let mut sizes: Vec<(String, u64)> = self
+            .rows
+            .iter()
+            .flat_map(|r| r.module_kib.iter().cloned())
+            .collect();
+        sizes.sort();
+        sizes.dedup();
+        for (module, kib) in sizes {
+            let limit = match module.as_str() {
+                "jwt_auth.wasm" => 600,
+                "mesh_suite.wasm" => 1024,
+                "empty_filter.wasm" => continue,
+                _ => 400,
+            };
+            out.push(Target {
+                what: format!("size of {module}"),
+                limit: format!("{limit} KiB"),
+                measured: format!("{kib} KiB"),
+                met: Some(kib <= limit),
+            });
+        }
+        out
+    }
+
+    pub fn markdown(&self) -> String {
+        let none = self.row("none");
+        let mut s = String::new();
+        s.push_str("# Load benchmark results\n\n");
+        s.push_str(&format!(
+            "- Machine: {}\n- Envoy: {}\n- Date: {}\n- Command: `{}`\n- {} rounds (after a discarded warm-up round), {} s per pass; Envoy `--concurrency 1` on CPU 0, the load generator on CPU 1; HTTP/1.1, `direct_response`.\n- CPU: Envoy's utime + stime per request over a saturating `wrk -t1 -c32` pass. Latency: `oha --latency-correction -c 16` at {:.0} req/s (half the no-filter maximum of the warm-up round).\n- Figures: median [min–max] over the rounds.\n\n",
+            self.machine, self.envoy, self.date, self.command, self.rounds, self.seconds, self.rate
+        ));
+        s.push_str("| configuration | CPU µs/req | added | req/s at saturation | vs no filter | p50 ms | p99 ms | RSS MiB (c=2) | module KiB |\n|---|---|---|---|---|---|---|---|---|\n");
+        for r in &self.rows {
+            let added = none.map_or(f64::NAN, |n| r.cpu.median - n.cpu.median);
+            let ratio = none.map_or(f64::NAN, |n| r.rps.median / n.rps.median);
+            let modules: Vec<String> = r.module_kib.iter().map(|(_, k)| k.to_string()).collect();
+            s.push_str(&format!(
+                "| {} ({}) | {:.1} [{:.1}–{:.1}] | {:+.1} | {:.0} [{:.0}–{:.0}] | {:.2} | {:.3}{} | {:.3}{} | {:.0} | {} |\n",
+                r.name,
+                r.what,
+                r.cpu.median,
+                r.cpu.min,
+                r.cpu.max,
+                added,
+                r.rps.median,
+                r.rps.min,
+                r.rps.max,
+                ratio,
+                r.p50.median,
+                if r.one_token_latency { "¹" } else { "" },
+                r.p99.median,
+                if r.one_token_latency { "¹" } else { "" },
+                r.rss_mib,
+                if modules.is_empty() { "–".to_string() } else { modules.join(" + ") },
+            ));
+        }
+        s.push_str("\n¹ oha sends one token, so the latency of first-seen configurations is that of a cached token; their CPU figures (wrk cycles 64 tokens) are first-seen.\n\n## Targets\n\n\"floor\" is the empty Wasm filter's added CPU in the same run.\n\n| target | limit | measured | met |\n|---|---|---|---|\n");
+        for t in self.targets() {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                t.what,
+                t.limit,
+                t.measured,
+                match t.met {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "n/a",
+                }
+            ));
+        }
+        s
+    }
+
+    pub fn json(&self) -> Value {
+        let rows: Vec<Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let spread = |s: &crate::stats::Spread| json!({"median": s.median, "min": s.min, "max": s.max});
+                json!({
+                    "name": r.name, "what": r.what,
+                    "cpu_us_per_request": spread(&r.cpu),
+                    "requests_per_second": spread(&r.rps),
+                    "p50_ms": spread(&r.p50), "p99_ms": spread(&r.p99),
+                    "rss_mib_concurrency_2": r.rss_mib,
+                    "modules_kib": r.module_kib.iter().map(|(m, k)| json!({"module": m, "kib": k})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let targets: Vec<Value> = self
+            .targets()
+            .into_iter()
+            .map(|t| json!({"target": t.what, "limit": t.limit, "measured": t.measured, "met": t.met}))
+            .collect();
+        json!({
+            "machine": self.machine, "envoy": self.envoy, "date": self.date,
+            "command": self.command, "rounds": self.rounds, "seconds": self.seconds,
+            "latency_rate": self.rate, "configurations": rows, "targets": targets,
+        })
+    }
+}
