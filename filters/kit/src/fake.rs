@@ -150,6 +150,11 @@ impl FakeHost {
         self.maps.borrow().get(&map).cloned().unwrap_or_default()
     }
 
+    /// Envoy's log level as the plugin sees it.
+    pub fn set_log_level(&self, level: LogLevel) {
+        self.log_level.set(level);
+    }
+
     pub fn set_now(&self, now: SystemTime) {
         self.now.set(now);
     }

@@ -147,6 +147,11 @@ impl Telemetry {
         if !cfg.enabled || (cfg.only_errors && !error) || !sampled(host, cfg.sample) {
             return;
         }
+        // Envoy would drop the line (istio-proxy logs Wasm at warning by
+        // default): do not build it.
+        if host.log_level().is_ok_and(|envoy| cfg.level < envoy) {
+            return;
+        }
         let mut line = serde_json::Map::new();
         for field in &cfg.fields {
             let value = match *field {

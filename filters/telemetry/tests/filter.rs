@@ -219,6 +219,17 @@ fn access_log_controls() {
         serde_json::json!({"path": "/p?page=2"})
     );
 
+    // Envoy at warning (istio-proxy's default for Wasm): an info line is
+    // not even built; a warn line still goes out.
+    let quiet = FakeHost::new();
+    quiet.set_log_level(LogLevel::Warn);
+    let f = configure(&quiet, r#"{"accessLog": {}}"#);
+    run(&f, &quiet, &[(":path", "/")], 200);
+    assert!(quiet.logs.borrow().is_empty());
+    let f = configure(&quiet, r#"{"accessLog": {"level": "warn"}}"#);
+    run(&f, &quiet, &[(":path", "/")], 200);
+    assert_eq!(log_lines(&quiet).len(), 1);
+
     let f = configure(&host, r#"{"accessLog": {"enabled": false}}"#);
     run(&f, &host, &[(":path", "/")], 500);
     assert!(host.logs.borrow().is_empty());
