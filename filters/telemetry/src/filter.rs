@@ -189,8 +189,9 @@ impl Telemetry {
                     .as_ref()
                     .and_then(|c| c.extract(&r.headers))
                     .into(),
-                "rate_limit_decision" => r.decision.clone().into(),
-                "source_address" => r.source_address.clone().into(),
+                // Read only when logged: each is a host call.
+                "rate_limit_decision" => prop_str(host, &[DECISION_PROPERTY]).into(),
+                "source_address" => prop_str(host, &["source", "address"]).into(),
                 _ => serde_json::Value::Null,
             };
             line.insert((*field).to_string(), value);
@@ -217,8 +218,6 @@ struct Record {
     duration_ms: Option<u64>,
     bytes_in: Option<u64>,
     bytes_out: Option<u64>,
-    decision: Option<String>,
-    source_address: Option<String>,
 }
 
 /// An integer property as Envoy encodes it: 8 bytes, little-endian (also
@@ -382,8 +381,6 @@ impl HttpFilter for TelemetryHttp {
             duration_ms: prop_int(host, &["request", "duration"]).map(|ns| ns / 1_000_000),
             bytes_in: prop_int(host, &["request", "total_size"]),
             bytes_out: prop_int(host, &["response", "total_size"]),
-            decision: prop_str(host, &[DECISION_PROPERTY]),
-            source_address: prop_str(host, &["source", "address"]),
         };
         self.filter.record(host, &record);
         if let Some(d) = &self.filter.anomaly
