@@ -152,7 +152,7 @@ fn bench(args: &[String]) -> Result<()> {
     step(
         "load benchmark",
         cargo()
-            .args(["run", "-q", "-p", "mesh-load-bench", "--"])
+            .args(["run", "-q", "-p", "mesh-benches", "--bin", "load", "--"])
             .args(args),
     )
 }

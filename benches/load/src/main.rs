@@ -27,13 +27,18 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod stats;
+mod tokens;
 use stats::{Spread, median_spread, oha_latency, proc_cpu_ticks, proc_rss_kib, wrk_summary};
 
 const PATH: &str = "/orders/1";
 const ENVOY_CPU: &str = "0";
 const LOAD_CPU: &str = "1";
-/// Distinct tokens cycled for "first-seen" (more than the cache holds).
-const FIRST_SEEN_TOKENS: usize = 64;
+/// The JWT filter's verified-token cache, in every JWT configuration: the
+/// filter's default (`DEFAULT_CACHE_ENTRIES`, an LRU).
+const JWT_CACHE_ENTRIES: usize = 1000;
+/// Distinct tokens cycled for "first-seen": more than the cache holds, so
+/// that every request misses the LRU and verifies the signature.
+const FIRST_SEEN_TOKENS: usize = JWT_CACHE_ENTRIES + 100;
 
 /// One Envoy configuration under test.
 struct Config {
@@ -87,12 +92,12 @@ struct Setup {
     tokens: BTreeMap<&'static str, Vec<String>>,
 }
 
-fn jwt_config(jwks: &str, cache_entries: usize) -> Value {
+fn jwt_config(jwks: &str) -> Value {
     json!({
         "providers": [{"name": "bench", "issuer": e2e::jose::ISSUER,
                        "audiences": [e2e::jose::AUDIENCE], "jwks": jwks}],
         "rules": [{"match": {"pathPrefix": "/"}, "requires": ["bench"]}],
-        "cache": {"maxEntries": cache_entries},
+        "cache": {"maxEntries": JWT_CACHE_ENTRIES},
     })
 }
 
@@ -199,9 +204,9 @@ fn configs(setup: &Setup, modules: &Path) -> Vec<Config> {
     out.push(c);
     for alg in ["RS256", "ES256", "EdDSA"] {
         let tokens = setup.tokens.get(alg).cloned().unwrap_or_default();
-        for (kind, entries, toks) in [
-            ("first", 1usize, tokens.clone()),
-            ("cached", 1000, tokens.iter().take(1).cloned().collect()),
+        for (kind, toks) in [
+            ("first", tokens.clone()),
+            ("cached", tokens.iter().take(1).cloned().collect()),
         ] {
             let mut c = base(
                 &format!("jwt-{}-{kind}", alg.to_lowercase()),
@@ -217,7 +222,7 @@ fn configs(setup: &Setup, modules: &Path) -> Vec<Config> {
             c.filters = vec![wasm_filter(
                 "jwt",
                 &module("jwt_auth"),
-                &jwt_config(&setup.jwks, entries),
+                &jwt_config(&setup.jwks),
             )];
             c.modules = vec![module("jwt_auth")];
             c.tokens = toks;
@@ -234,7 +239,7 @@ fn configs(setup: &Setup, modules: &Path) -> Vec<Config> {
         "all four as separate filters (JWT RS256 cached)",
     );
     c.filters = vec![
-        wasm_filter("jwt", &module("jwt_auth"), &jwt_config(&setup.jwks, 1000)),
+        wasm_filter("jwt", &module("jwt_auth"), &jwt_config(&setup.jwks)),
         wasm_filter("rate-limit", &module("rate_limit"), &rate_limit_config()),
         wasm_filter("canary", &module("canary_router"), &canary_config()),
         wasm_filter("telemetry", &module("telemetry"), &telemetry_config()),
@@ -247,12 +252,12 @@ fn configs(setup: &Setup, modules: &Path) -> Vec<Config> {
     ];
     c.tokens = rs_cached.clone();
     out.push(c);
-    if module("mesh_suite").exists() {
+    if suite_present(modules) {
         let mut c = base("suite", "all four in mesh_suite.wasm (JWT RS256 cached)");
         c.filters = vec![wasm_filter(
             "suite",
             &module("mesh_suite"),
-            &json!({"jwt": jwt_config(&setup.jwks, 1000), "rateLimit": rate_limit_config(),
+            &json!({"jwt": jwt_config(&setup.jwks), "rateLimit": rate_limit_config(),
                     "canary": canary_config(), "telemetry": telemetry_config()}),
         )];
         c.modules = vec![module("mesh_suite")];
@@ -290,6 +295,10 @@ fn configs(setup: &Setup, modules: &Path) -> Vec<Config> {
     ];
     out.push(c);
     out
+}
+
+fn suite_present(modules: &Path) -> bool {
+    modules.join("mesh_suite.wasm").exists()
 }
 
 /// A running configuration.
@@ -452,32 +461,51 @@ fn main() -> Result<()> {
     let bin = e2e::envoy::ensure_envoy()?;
     let modules = e2e::harness::module_dir();
     let keys = TestKeys::load()?;
-    let t = now();
+    let jwks = e2e::jose::jwks(&[
+        keys.alg(Alg::RS256),
+        keys.alg(Alg::ES256),
+        keys.alg(Alg::EdDSA),
+    ]);
+    let token_dir = e2e::envoy::target_dir().join("bench-tokens");
     let mut tokens = BTreeMap::new();
     for (name, alg) in [
         ("RS256", Alg::RS256),
         ("ES256", Alg::ES256),
         ("EdDSA", Alg::EdDSA),
     ] {
-        let key = keys.alg(alg);
-        let list: Vec<String> = (0..FIRST_SEEN_TOKENS)
-            .map(|i| {
-                key.token(e2e::jose::patch(
-                    e2e::jose::claims(t),
-                    json!({"sub": format!("user-{i}"), "jti": format!("bench-{i}"), "exp": t + 24 * 3600}),
-                ))
-            })
-            .collect();
+        let list = tokens::tokens(
+            &token_dir,
+            name,
+            keys.alg(alg),
+            &jwks,
+            FIRST_SEEN_TOKENS,
+            now(),
+        )?;
         tokens.insert(name, list);
     }
-    let jwks = e2e::jose::jwks(&[
-        keys.alg(Alg::RS256),
-        keys.alg(Alg::ES256),
-        keys.alg(Alg::EdDSA),
-    ]);
+    let mut notes = Vec::new();
+    if !suite_present(&modules) {
+        let note = format!(
+            "suite skipped: {} is absent (build it with `cargo xtask build`).",
+            modules.join("mesh_suite.wasm").display()
+        );
+        eprintln!("{note}");
+        notes.push(note);
+    }
     let setup = Setup { jwks, tokens };
     let mut all = configs(&setup, &modules);
     if let Some(only) = &args.only {
+        let unknown: Vec<&String> = only
+            .iter()
+            .filter(|n| *n != "suite" && !all.iter().any(|c| &c.name == *n))
+            .collect();
+        if !unknown.is_empty() {
+            let known: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+            bail!(
+                "--only: unknown configuration(s) {unknown:?}; known: {}",
+                known.join(", ")
+            );
+        }
         all.retain(|c| c.name == "none" || c.name == "wasm-empty" || only.contains(&c.name));
     }
     let ticks = clk_tck();
@@ -503,6 +531,7 @@ fn main() -> Result<()> {
         for (i, (c, r)) in all.iter().zip(&running).enumerate() {
             let (_, rps, cpu) = saturate(r, args.seconds, ticks)?;
             if warm {
+                eprintln!("  {:<24} {rps:>9.0} req/s", c.name);
                 if c.name == "none" {
                     rate = rps / 2.0;
                 }
@@ -545,7 +574,7 @@ fn main() -> Result<()> {
         rss.push(proc_rss_kib(r.envoy.pid().context("pid")?)? as f64 / 1024.0);
     }
 
-    let report = report::Report::new(&all, &samples, &rss, &args, rate, &bin)?;
+    let report = report::Report::new(&all, &samples, &rss, &args, rate, &bin, notes)?;
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(
         args.out.join("latest.json"),
@@ -597,7 +626,8 @@ fn rows(all: &[Config], samples: &[Samples], rss: &[f64]) -> Vec<Row> {
                     )
                 })
                 .collect(),
-            one_token_latency: c.tokens.len() > 1,
+            // Native jwt_authn without a cache verifies every request anyway.
+            one_token_latency: c.tokens.len() > 1 && !c.name.starts_with("native-"),
         })
         .collect()
 }
