@@ -6,7 +6,7 @@
 
 use e2e::{Harness, client};
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The `requests_total` sample with exactly `labels` (in order), if any.
 fn sample(prometheus: &str, labels: &str) -> Option<u64> {
@@ -162,7 +162,9 @@ fn access_log_lines(h: &Harness, n: usize) -> Vec<(String, serde_json::Value)> {
     }
 }
 
-fn shipped_duration_buckets() -> Vec<f64> {
+/// The buckets `wasmplugins/telemetry/histogram_buckets.json` gives
+/// `wasmcustom.<metric>`.
+fn shipped_buckets(metric: &str) -> Vec<f64> {
     let text = std::fs::read_to_string(
         e2e::envoy::workspace_root().join("wasmplugins/telemetry/histogram_buckets.json"),
     )
@@ -172,7 +174,7 @@ fn shipped_duration_buckets() -> Vec<f64> {
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["match"]["prefix"] == "wasmcustom.request_duration_milliseconds")
+        .find(|s| s["match"]["prefix"] == format!("wasmcustom.{metric}"))
         .unwrap()["buckets"]
         .as_array()
         .unwrap()
@@ -235,12 +237,12 @@ fn exact_counts_per_label_set_and_histograms_that_add_up() {
         sets.iter().all(|(l, n)| {
             value(t, "requests_total", l) == Some(*n)
                 && value(t, "request_duration_milliseconds_count", l) == Some(*n)
+                && value(t, "request_bytes_count", l) == Some(*n)
                 && value(t, "response_bytes_count", l) == Some(*n)
         })
     });
     let series = samples(&text, "requests_total");
     assert_eq!(series.len(), sets.len(), "{series:?}");
-    let want_le: Vec<f64> = shipped_duration_buckets();
     for (labels, n) in sets {
         assert_eq!(value(&text, "requests_total", labels), Some(n), "{labels}");
         for metric in [
@@ -263,18 +265,23 @@ fn exact_counts_per_label_set_and_histograms_that_add_up() {
                 b.windows(2).all(|w| w[0].1 <= w[1].1),
                 "{metric} not cumulative: {b:?}"
             );
+            let le: Vec<f64> = b[..b.len() - 1]
+                .iter()
+                .map(|(le, _)| le.parse().unwrap())
+                .collect();
+            assert_eq!(
+                le,
+                shipped_buckets(metric),
+                "{metric}: the shipped histogram_bucket_settings apply"
+            );
         }
-        let b = buckets(&text, "request_duration_milliseconds", labels);
-        let le: Vec<f64> = b[..b.len() - 1]
-            .iter()
-            .map(|(le, _)| le.parse().unwrap())
-            .collect();
-        assert_eq!(le, want_le, "the shipped histogram_bucket_settings apply");
     }
-    // The 120 ms request is above the 50 ms bucket (and below 250 ms).
+    // The 120 ms request is above the 50 ms and 100 ms buckets (and below
+    // 250 ms).
     let orders = buckets(&text, "request_duration_milliseconds", sets[0].0);
     let at = |bound: &str| orders.iter().find(|(le, _)| le == bound).unwrap().1;
     assert!(at("50") <= 3, "{orders:?}");
+    assert!(at("100") <= 3, "{orders:?}");
     assert_eq!(at("250"), 4, "{orders:?}");
     // Response sizes are real: every demo answer is a JSON body of some
     // hundred bytes.
@@ -479,6 +486,65 @@ fn ten_thousand_random_paths_and_tenants_do_not_grow_the_stats() {
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
+fn unix_millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 UTC timestamp of the
+/// form `YYYY-MM-DDTHH:MM:SS[.fff]Z` (what the filter writes), checked
+/// field by field; `None` when it is not one.
+fn rfc3339_millis(ts: &str) -> Option<i64> {
+    let b = ts.as_bytes();
+    let (main, rest) = (ts.get(..19)?, ts.get(19..)?);
+    let shape = main.bytes().enumerate().all(|(i, c)| match i {
+        4 | 7 => c == b'-',
+        10 => c == b'T',
+        13 | 16 => c == b':',
+        _ => c.is_ascii_digit(),
+    });
+    if !shape || b.len() < 20 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| main[r].parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let rest = rest.strip_suffix('Z')?;
+    let ms = match rest.strip_prefix('.') {
+        None if rest.is_empty() => 0,
+        Some(f) if !f.is_empty() && f.bytes().all(|c| c.is_ascii_digit()) => {
+            format!("{f:0<3}")[..3].parse::<i64>().ok()?
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's days_from_civil).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + s * 1_000 + ms)
+}
+
+#[test]
+fn rfc3339_parser_agrees_with_known_instants() {
+    assert_eq!(rfc3339_millis("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(
+        rfc3339_millis("2023-11-14T22:13:20.123Z"),
+        Some(1_700_000_000_123)
+    );
+    assert_eq!(
+        rfc3339_millis("2024-02-29T00:00:00.5Z"),
+        Some(1_709_164_800_500)
+    );
+    assert_eq!(rfc3339_millis("2023-11-14 22:13:20Z"), None);
+    assert_eq!(rfc3339_millis("2023-13-14T22:13:20Z"), None);
+    assert_eq!(rfc3339_millis("2023-11-14T22:13:20"), None);
+}
+
 fn b64url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -494,6 +560,7 @@ fn access_log_lines_parse_and_carry_the_right_fields() {
         }),
     );
     let payload = b64url(br#"{"sub":"alice","iss":"https://issuer.example.com"}"#);
+    let sent = unix_millis(SystemTime::now());
     let r = h
         .get(
             "/orders/9?secret=token123",
@@ -518,9 +585,11 @@ fn access_log_lines_parse_and_carry_the_right_fields() {
     );
     assert!(prefix.contains("[info]"), "{prefix}");
     let ts = j["timestamp"].as_str().unwrap();
+    let at = rfc3339_millis(ts).unwrap_or_else(|| panic!("RFC 3339 timestamp: {ts}"));
+    let logged = unix_millis(SystemTime::now());
     assert!(
-        ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
-        "RFC 3339 timestamp: {ts}"
+        at + 1_000 >= sent && at <= logged + 1_000,
+        "timestamp {ts} ({at}) not between the request ({sent}) and now ({logged})"
     );
     assert_eq!(j["method"], "GET");
     assert_eq!(j["path"], "/orders/9", "the query is stripped");
@@ -554,6 +623,11 @@ fn only_errors_and_sample_zero_limit_the_log() {
         .map(|(_, j)| j["status"].as_u64().unwrap())
         .collect();
     assert_eq!(statuses, [500, 503]);
+    // on_log runs after the client has its answer: give a stray line for the
+    // 200 or the 404 time to show up, then look again.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(access_log(&h).len(), 2, "{:?}", access_log(&h));
+    assert!(h.wasm_traps().is_empty(), "{:?}", h.wasm_traps());
     drop(h);
 
     let h = start_plugin("telemetry-log-none", &json!({"accessLog": {"sample": 0.0}}));
@@ -578,6 +652,7 @@ fn only_errors_and_sample_zero_limit_the_log() {
     );
     std::thread::sleep(Duration::from_millis(300));
     assert!(access_log(&h).is_empty(), "{:?}", access_log(&h));
+    assert!(h.wasm_traps().is_empty(), "{:?}", h.wasm_traps());
 }
 
 // ---------------------------------------------------------------------------
@@ -605,7 +680,22 @@ fn traceparent_is_generated_or_propagated_at_the_upstream() {
     assert!(tp.starts_with("00-") && tp.ends_with("-01"), "{tp}");
     assert_eq!(r.header("x-trace-id").as_deref(), Some(trace.as_str()));
     let id = upstream_header(&r, "x-request-id").expect("x-request-id added");
-    assert_eq!(id.len(), 36, "{id}");
+    let groups: Vec<&str> = id.split('-').collect();
+    assert_eq!(
+        groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+        [8, 4, 4, 4, 12],
+        "a UUID: {id}"
+    );
+    assert!(
+        id.bytes()
+            .all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+        "{id}"
+    );
+    assert!(groups[2].starts_with('4'), "version 4: {id}");
+    assert!(
+        matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'),
+        "RFC 4122 variant: {id}"
+    );
     // Two requests, two traces.
     let r2 = h.get("/a", &[]).unwrap();
     assert_ne!(upstream_header(&r2, "traceparent"), Some(tp.clone()));
@@ -651,6 +741,19 @@ fn traceparent_is_generated_or_propagated_at_the_upstream() {
     assert!(h.wasm_traps().is_empty(), "{:?}", h.wasm_traps());
 }
 
+/// Sends `request` as raw bytes on a new connection and returns the status
+/// of the answer (bounded by a 10 s read timeout).
+fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.take(64 * 1024).read_to_end(&mut answer);
+    let head = String::from_utf8_lossy(&answer);
+    head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
 #[test]
 fn non_utf8_headers_and_paths_get_a_normal_answer() {
     let h = start_plugin(
@@ -674,6 +777,15 @@ fn non_utf8_headers_and_paths_get_a_normal_answer() {
         )
         .unwrap();
     assert_eq!(r.status, 200);
+    // Raw non-UTF-8 bytes in the path (no HTTP client sends these).
+    let raw = raw_status(
+        h.listener,
+        b"GET /users/\xff\xfe?q=\xe9 HTTP/1.1\r\nhost: x\r\nx-tenant: \xc3\x28\r\nconnection: close\r\n\r\n",
+    );
+    // Envoy's HTTP/1 codec refuses it with a 400 before any filter sees the
+    // headers; the telemetry filter's on_log still runs, with no request
+    // headers at all.
+    assert_eq!(raw, Some(400), "raw non-UTF-8 path");
     for _ in 0..3 {
         assert_eq!(h.get("/users/1", &[]).unwrap().status, 200);
     }
@@ -682,16 +794,45 @@ fn non_utf8_headers_and_paths_get_a_normal_answer() {
             .iter()
             .map(|(_, v)| *v as u64)
             .sum::<u64>()
-            == 4
+            == 5
     });
-    assert!(
-        samples(&text, "requests_total")
-            .iter()
-            .any(|(l, _)| l.contains("x_tenant=\"caf__\"")),
-        "sanitised label: {:?}",
-        samples(&text, "requests_total")
+    let mut series = samples(&text, "requests_total");
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        series,
+        [
+            (
+                r#"route="unmatched",method="GET",version="v__",x_tenant="caf__""#.to_string(),
+                1.0
+            ),
+            (
+                r#"route="unmatched",method="unknown",version="unknown",x_tenant="unknown""#
+                    .to_string(),
+                1.0
+            ),
+            (
+                r#"route="user",method="GET",version="unknown",x_tenant="unknown""#.to_string(),
+                3.0
+            ),
+        ],
+        "sanitised labels; the codec's 400 counted with no headers"
     );
-    assert_eq!(access_log_lines(&h, 4).len(), 4);
+    let lines = access_log_lines(&h, 5);
+    let seen: Vec<(u64, serde_json::Value)> = lines
+        .iter()
+        .map(|(_, j)| (j["status"].as_u64().unwrap(), j["path"].clone()))
+        .collect();
+    assert_eq!(seen.len(), 5, "{lines:?}");
+    assert!(seen.contains(&(200, json!("/users/%FF%FE"))), "{lines:?}");
+    assert!(seen.contains(&(400, serde_json::Value::Null)), "{lines:?}");
+    // Not UTF-8: the version and user fields are null, not mangled.
+    let odd = &lines
+        .iter()
+        .find(|(_, j)| j["path"] == "/users/%FF%FE")
+        .unwrap()
+        .1;
+    assert_eq!(odd["version"], serde_json::Value::Null, "{odd}");
+    assert_eq!(odd["user"], serde_json::Value::Null, "{odd}");
     assert!(h.wasm_traps().is_empty(), "{:?}", h.wasm_traps());
 }
 
