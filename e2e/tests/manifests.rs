@@ -449,26 +449,173 @@ fn the_bootstrap_overrides_carry_the_shipped_stats_tags_and_buckets() {
         annotations["sidecar.istio.io/bootstrapOverride"],
         doc("examples/telemetry/bootstrap-override.yaml", "ConfigMap")["metadata"]["name"]
     );
-    assert_eq!(
-        annotations["sidecar.istio.io/componentLogLevel"],
-        "wasm:info"
+    // Envoy's component log levels, `name:level,...`; istio-proxy's default
+    // is warning, which would drop the access log (info).
+    let levels = annotations["sidecar.istio.io/componentLogLevel"]
+        .as_str()
+        .expect("componentLogLevel");
+    assert!(
+        levels.split(',').any(|l| l.trim() == "wasm:info"),
+        "componentLogLevel {levels:?} without wasm:info"
     );
+    // pilot-agent reads the annotation as map[string][]float64 (stat-name
+    // prefix to buckets) and makes each entry a histogram_bucket_settings
+    // prefix match: it must be the shipped settings, duration buckets first.
     let from_annotation: Value = serde_json::from_str(
         annotations["sidecar.istio.io/statsHistogramBuckets"]
             .as_str()
             .expect("statsHistogramBuckets"),
     )
-    .unwrap();
-    let duration = buckets
+    .expect("statsHistogramBuckets: JSON");
+    let shipped: serde_json::Map<String, Value> = buckets
         .as_array()
-        .unwrap()
+        .expect("histogram_buckets.json: a list")
         .iter()
-        .find(|b| b["match"]["prefix"] == "wasmcustom.request_duration_milliseconds")
-        .expect("duration buckets");
+        .map(|b| {
+            let prefix = b["match"]["prefix"].as_str().expect("match.prefix");
+            assert_eq!(b["match"].as_object().map(|m| m.len()), Some(1), "{b}");
+            (prefix.to_string(), b["buckets"].clone())
+        })
+        .collect();
+    let duration = &shipped["wasmcustom.request_duration_milliseconds"];
     assert_eq!(
-        from_annotation,
-        json!({"wasmcustom.request_duration_milliseconds": duration["buckets"]})
+        from_annotation["wasmcustom.request_duration_milliseconds"], *duration,
+        "the annotation's duration buckets"
     );
+    assert_eq!(from_annotation, Value::Object(shipped));
+}
+
+/// The metric names and the label names a PromQL expression uses. Enough
+/// PromQL for the dashboard: selectors with matchers, ranges, functions and
+/// aggregations with `by` / `without`, binary operators, numbers.
+fn promql_names(expr: &str) -> (Vec<String>, Vec<String>) {
+    fn is_ident(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '_' || c == ':'
+    }
+    fn skip_string(chars: &[char], mut i: usize) -> usize {
+        let quote = chars[i];
+        i += 1;
+        while i < chars.len() && chars[i] != quote {
+            i += if chars[i] == '\\' { 2 } else { 1 };
+        }
+        i + 1
+    }
+    let chars: Vec<char> = expr.chars().collect();
+    let (mut metrics, mut labels) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' || c == '`' {
+            i = skip_string(&chars, i);
+        } else if c == '[' {
+            // A range or subquery: `[$__rate_interval]`, `[5m:1m]`.
+            while i < chars.len() && chars[i] != ']' {
+                i += 1;
+            }
+            i += 1;
+        } else if c == '{' {
+            // Label matchers: `name="v"`, `name=~"v"`, `name!="v"`.
+            i += 1;
+            while i < chars.len() && chars[i] != '}' {
+                if chars[i] == '"' || chars[i] == '\'' || chars[i] == '`' {
+                    i = skip_string(&chars, i);
+                } else if chars[i].is_ascii_alphabetic() || chars[i] == '_' {
+                    let start = i;
+                    while i < chars.len() && is_ident(chars[i]) {
+                        i += 1;
+                    }
+                    labels.push(chars[start..i].iter().collect());
+                } else {
+                    i += 1;
+                }
+            }
+            i += 1;
+        } else if c.is_ascii_digit() || c == '.' {
+            // A number (0.95, 1e3) or a duration (5m).
+            while i < chars.len() && (is_ident(chars[i]) || chars[i] == '.') {
+                i += 1;
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len() && is_ident(chars[i]) {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let mut j = i;
+            while j < chars.len() && chars[j].is_whitespace() {
+                j += 1;
+            }
+            let call = chars.get(j) == Some(&'(');
+            let grouping = [
+                "by",
+                "without",
+                "on",
+                "ignoring",
+                "group_left",
+                "group_right",
+            ];
+            let keywords = [
+                "bool",
+                "and",
+                "or",
+                "unless",
+                "offset",
+                "inf",
+                "nan",
+                "group_left",
+                "group_right",
+            ];
+            // Aggregations may put `by (...)` before their parentheses.
+            let aggregations = [
+                "sum",
+                "min",
+                "max",
+                "avg",
+                "group",
+                "stddev",
+                "stdvar",
+                "count",
+                "count_values",
+                "bottomk",
+                "topk",
+                "quantile",
+                "limitk",
+                "limit_ratio",
+            ];
+            if call && grouping.contains(&word.as_str()) {
+                let end = chars[j..]
+                    .iter()
+                    .position(|&c| c == ')')
+                    .map_or(chars.len(), |p| j + p);
+                let inner: String = chars[j + 1..end].iter().collect();
+                labels.extend(
+                    inner
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(String::from),
+                );
+                i = end + 1;
+            } else if !call
+                && !keywords.contains(&word.to_lowercase().as_str())
+                && !aggregations.contains(&word.as_str())
+            {
+                metrics.push(word);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    (metrics, labels)
+}
+
+#[test]
+fn promql_names_finds_metrics_and_labels() {
+    let (m, l) = promql_names(
+        r#"histogram_quantile(0.95, sum by (route, le) (rate(request_duration_milliseconds_bucket{route=~"$route", version!="a,b{c}"}[$__rate_interval]))) / on (route) group_left sum(x_total) without (kind) > bool 1e3"#,
+    );
+    assert_eq!(m, ["request_duration_milliseconds_bucket", "x_total"]);
+    assert_eq!(l, ["route", "le", "route", "version", "route", "kind"]);
 }
 
 #[test]
@@ -480,6 +627,8 @@ fn the_grafana_dashboard_uses_only_metrics_and_labels_the_filter_makes() {
         .iter()
         .map(|t| t["tag_name"].as_str().unwrap().to_string())
         .collect();
+    // What the filter emits, as Prometheus names (Envoy strips `wasmcustom.`
+    // and adds `_bucket` / `_sum` / `_count` to histograms).
     let metrics = [
         "requests_total",
         "request_duration_milliseconds_bucket",
@@ -499,7 +648,7 @@ fn the_grafana_dashboard_uses_only_metrics_and_labels_the_filter_makes() {
         match v {
             Value::Object(m) => {
                 for (k, v) in m {
-                    if (k == "expr" || k == "query") && v.is_string() {
+                    if k == "expr" && v.is_string() {
                         out.push(v.as_str().unwrap_or_default().to_string());
                     } else {
                         walk(v, out);
@@ -511,47 +660,89 @@ fn the_grafana_dashboard_uses_only_metrics_and_labels_the_filter_makes() {
         }
     }
     walk(&dashboard["panels"], &mut exprs);
-    assert!(exprs.len() >= 6, "{exprs:?}");
-    let mut used = std::collections::BTreeSet::new();
-    for e in &exprs {
-        // Metric names: identifiers followed by `{`, `[` or `)`.
-        let idents: Vec<&str> = e
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|w| !w.is_empty())
-            .collect();
-        for w in &idents {
-            if w.contains('_')
-                && (w.ends_with("_total")
-                    || w.contains("_bytes")
-                    || w.contains("duration")
-                    || w.starts_with("route_"))
-            {
-                assert!(metrics.contains(w), "unknown metric {w} in {e}");
-                used.insert(w.to_string());
-            }
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    // The template variables: `label_values(<metric>, <label>)`.
+    let mut variables = 0;
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+    {
+        if var["type"] == "datasource" {
+            assert_eq!(var["query"], "prometheus", "{var}");
+            continue;
         }
-        // Labels in `by (...)` and in selectors.
-        for part in e.split("by (").skip(1) {
-            let inner = part.split(')').next().unwrap_or("");
-            for label in inner.split(',').map(str::trim).filter(|l| !l.is_empty()) {
-                assert!(
-                    label == "le" || tags.iter().any(|t| t == label),
-                    "label {label} in {e}"
-                );
-            }
+        let q = var["definition"].as_str().expect("a query variable");
+        assert_eq!(var["query"]["query"], q, "{var}");
+        let args = q
+            .strip_prefix("label_values(")
+            .and_then(|q| q.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("expected label_values(metric, label): {q}"));
+        exprs.push(format!(
+            "sum by ({}) ({})",
+            args.split(',').nth(1).unwrap_or(""),
+            args.split(',').next().unwrap_or("")
+        ));
+        variables += 1;
+    }
+    assert!(variables >= 2, "route and version variables");
+    let mut used_metrics = std::collections::BTreeSet::new();
+    let mut used_labels = std::collections::BTreeSet::new();
+    for e in &exprs {
+        let (ms, ls) = promql_names(e);
+        assert!(!ms.is_empty(), "no metric in {e}");
+        for m in ms {
+            assert!(metrics.contains(&m.as_str()), "unknown metric {m} in {e}");
+            used_metrics.insert(m);
+        }
+        for l in ls {
+            assert!(
+                l == "le" || tags.contains(&l),
+                "label {l} in {e} is not a tag of stats_tags.json"
+            );
+            used_labels.insert(l);
         }
     }
     for m in [
         "requests_total",
         "request_duration_milliseconds_bucket",
+        "request_bytes_sum",
+        "response_bytes_sum",
+        "label_overflow_total",
         "route_anomaly",
     ] {
-        assert!(used.contains(m), "the dashboard never uses {m}");
+        assert!(used_metrics.contains(m), "the dashboard never uses {m}");
+    }
+    // The labels of requests_total and the histograms come from the
+    // configured dimensions: the shipped configs must have every one the
+    // dashboard uses (`label` and `kind` are the fixed labels of
+    // label_overflow_total and route_anomaly).
+    for file in [
+        "telemetry/wasmplugin.yaml",
+        "examples/telemetry/telemetry.yaml",
+    ] {
+        let plugin = doc(file, "WasmPlugin");
+        let dimensions = &plugin["spec"]["pluginConfig"]["dimensions"];
+        for l in &used_labels {
+            if ["le", "label", "kind"].contains(&l.as_str()) {
+                continue;
+            }
+            assert!(
+                dimensions
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|d| d == l.as_str())),
+                "{file}: the dashboard uses label {l}, not in dimensions {dimensions}"
+            );
+        }
     }
     let anomaly_panel = dashboard["panels"].as_array().unwrap().iter().any(|p| {
         p["title"]
             .as_str()
             .is_some_and(|t| t.to_lowercase().contains("anomal"))
+            && p["targets"].to_string().contains("route_anomaly")
     });
     assert!(anomaly_panel, "an anomaly panel");
+    assert_eq!(dashboard["templating"]["list"][0]["name"], "datasource");
+    for p in dashboard["panels"].as_array().unwrap() {
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+    }
 }
