@@ -139,7 +139,7 @@ fn bench(args: &[String]) -> Result<()> {
     ensure_oha()?;
     build()?;
     step(
-        "build the empty filter (the Wasm floor)",
+        "build the empty filter (the Wasm floor) and the probe filter",
         cargo().args([
             "build",
             "--release",
@@ -147,6 +147,8 @@ fn bench(args: &[String]) -> Result<()> {
             "wasm32-wasip1",
             "-p",
             "empty-filter",
+            "-p",
+            "probe-filter",
         ]),
     )?;
     step(

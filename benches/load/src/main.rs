@@ -297,6 +297,55 @@ fn configs(setup: &Setup, modules: &Path) -> Vec<Config> {
     out
 }
 
+/// The probe filter's operations, each repeated `PROBE_CALLS` times per
+/// request (`phase:op` runs in that callback, else in request headers).
+const PROBE_OPS: &[&str] = &[
+    "header_map",
+    "header_get",
+    "header_missing",
+    "header_set",
+    "clear_route_cache",
+    "property",
+    "log:property_response_code",
+    "log:property_duration",
+    "log:header_map",
+    "set_property",
+    "shared_get",
+    "shared_cas",
+    "metric_inc",
+    "time",
+    "log_level",
+];
+pub const PROBE_CALLS: u32 = 10;
+
+/// `--probe`: the empty filter, the kit with no call (`probe-kit`), and one
+/// configuration per host call. A call costs `(added - probe-kit) / 10`.
+fn probe_configs(modules: &Path) -> Vec<Config> {
+    let module = modules.join("probe_filter.wasm");
+    let base = |name: String, what: String, config: Value| Config {
+        name,
+        what,
+        filters: vec![wasm_filter("probe", &module, &config)],
+        routes: direct_route(),
+        headers: vec![("x-client".into(), "tenant-42".into())],
+        tokens: vec![],
+        modules: vec![module.clone()],
+    };
+    let mut out = vec![base(
+        "probe-kit".into(),
+        "the kit's glue, no host call".into(),
+        json!({"op": "none", "n": 0}),
+    )];
+    for op in PROBE_OPS {
+        out.push(base(
+            format!("probe-{}", op.replace(':', "-")),
+            format!("{PROBE_CALLS} x {op}"),
+            json!({"op": op, "n": PROBE_CALLS}),
+        ));
+    }
+    out
+}
+
 fn suite_present(modules: &Path) -> bool {
     modules.join("mesh_suite.wasm").exists()
 }
@@ -412,6 +461,8 @@ struct Args {
     rounds: usize,
     seconds: u64,
     only: Option<Vec<String>>,
+    /// The host-call cost model instead of the filters (see `probe_configs`).
+    probe: bool,
     out: PathBuf,
 }
 
@@ -420,6 +471,7 @@ fn args() -> Result<Args> {
         rounds: 5,
         seconds: 3,
         only: None,
+        probe: false,
         out: e2e::envoy::workspace_root().join("benches/results"),
     };
     let mut it = std::env::args().skip(1);
@@ -440,6 +492,7 @@ fn args() -> Result<Args> {
                         .collect(),
                 )
             }
+            "--probe" => a.probe = true,
             "--out" => a.out = PathBuf::from(it.next().context("--out DIR")?),
             other => bail!("unknown argument {other:?}; see benches/README.md"),
         }
@@ -457,7 +510,10 @@ fn clk_tck() -> f64 {
 }
 
 fn main() -> Result<()> {
-    let args = args()?;
+    let mut args = args()?;
+    if args.probe && args.out == e2e::envoy::workspace_root().join("benches/results") {
+        args.out = args.out.join("probe");
+    }
     let bin = e2e::envoy::ensure_envoy()?;
     let modules = e2e::harness::module_dir();
     let keys = TestKeys::load()?;
@@ -494,6 +550,10 @@ fn main() -> Result<()> {
     }
     let setup = Setup { jwks, tokens };
     let mut all = configs(&setup, &modules);
+    if args.probe {
+        all.truncate(2);
+        all.extend(probe_configs(&modules));
+    }
     if let Some(only) = &args.only {
         let unknown: Vec<&String> = only
             .iter()
@@ -537,7 +597,12 @@ fn main() -> Result<()> {
                 }
                 continue;
             }
-            let (p50, p99) = latency(c, r, args.seconds, rate)?;
+            // The cost model needs CPU only.
+            let (p50, p99) = if args.probe {
+                (0.0, 0.0)
+            } else {
+                latency(c, r, args.seconds, rate)?
+            };
             eprintln!(
                 "  {:<24} {cpu:>7.1} µs/req {rps:>9.0} req/s  p50 {p50:.3} ms  p99 {p99:.3} ms",
                 c.name
