@@ -463,6 +463,8 @@ struct Args {
     only: Option<Vec<String>>,
     /// The host-call cost model instead of the filters (see `probe_configs`).
     probe: bool,
+    /// CPU and throughput only (no latency pass): for quick comparisons.
+    cpu_only: bool,
     out: PathBuf,
 }
 
@@ -472,6 +474,7 @@ fn args() -> Result<Args> {
         seconds: 3,
         only: None,
         probe: false,
+        cpu_only: false,
         out: e2e::envoy::workspace_root().join("benches/results"),
     };
     let mut it = std::env::args().skip(1);
@@ -493,6 +496,7 @@ fn args() -> Result<Args> {
                 )
             }
             "--probe" => a.probe = true,
+            "--cpu-only" => a.cpu_only = true,
             "--out" => a.out = PathBuf::from(it.next().context("--out DIR")?),
             other => bail!("unknown argument {other:?}; see benches/README.md"),
         }
@@ -511,6 +515,9 @@ fn clk_tck() -> f64 {
 
 fn main() -> Result<()> {
     let mut args = args()?;
+    if args.probe {
+        args.cpu_only = true;
+    }
     if args.probe && args.out == e2e::envoy::workspace_root().join("benches/results") {
         args.out = args.out.join("probe");
     }
@@ -598,7 +605,7 @@ fn main() -> Result<()> {
                 continue;
             }
             // The cost model needs CPU only.
-            let (p50, p99) = if args.probe {
+            let (p50, p99) = if args.probe || args.cpu_only {
                 (0.0, 0.0)
             } else {
                 latency(c, r, args.seconds, rate)?

@@ -285,7 +285,7 @@ struct Waiting {
 }
 
 enum Decision {
-    Allow(Entry),
+    Allow(Rc<Entry>),
     Deny(Reject),
     Wait { provider: usize, why: WaitFor },
 }
@@ -400,7 +400,7 @@ impl JwtHttp {
         let f = &*self.filter;
         let now = now_secs(host);
         // The cache: the same token, still unexpired, its key still published.
-        let cached = f.cache.borrow_mut().get(token_str).cloned();
+        let cached = f.cache.borrow_mut().get(token_str);
         if let Some(e) = cached {
             let p = &f.config.providers[e.provider];
             let fresh = e
@@ -466,15 +466,15 @@ impl JwtHttp {
         }
         match result {
             Ok(v) => {
-                let entry = Entry {
+                let entry = Rc::new(Entry {
                     token: token_str.to_string(),
                     provider: v.provider,
                     exp: v.exp,
                     key_fingerprint: v.key_fingerprint,
                     payload_b64: parsed.payload_b64.to_string(),
                     claims: parsed.claims.clone(),
-                };
-                f.cache.borrow_mut().insert(entry.clone());
+                });
+                f.cache.borrow_mut().insert(Rc::clone(&entry));
                 Decision::Allow(entry)
             }
             Err(Reject::UnknownKid) => match &f.keys[index] {

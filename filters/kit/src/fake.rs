@@ -48,6 +48,8 @@ pub struct FakeHost {
     metrics: RefCell<Vec<Metric>>,
     foreign: RefCell<HashMap<String, ForeignFn>>,
     failures: RefCell<HashMap<&'static str, HostError>>,
+    /// How often each method was called.
+    calls: RefCell<HashMap<&'static str, usize>>,
     /// Everything logged, in order.
     pub logs: RefCell<Vec<(LogLevel, String)>>,
     /// Foreign functions called, in order.
@@ -97,6 +99,7 @@ impl FakeHost {
             metrics: RefCell::new(Vec::new()),
             foreign: RefCell::new(HashMap::new()),
             failures: RefCell::new(HashMap::new()),
+            calls: RefCell::new(HashMap::new()),
             logs: RefCell::new(Vec::new()),
             foreign_calls: RefCell::new(Vec::new()),
             local_response: RefCell::new(None),
@@ -132,6 +135,16 @@ impl FakeHost {
             Headers::from_pairs(headers.iter().map(|(n, v)| (*n, *v))),
         );
         host
+    }
+
+    /// How often `method` (a `Host` method name) was called so far.
+    pub fn calls(&self, method: &str) -> usize {
+        self.calls.borrow().get(method).copied().unwrap_or(0)
+    }
+
+    /// Forgets the call counts.
+    pub fn reset_calls(&self) {
+        self.calls.borrow_mut().clear();
     }
 
     pub fn set_phase(&self, phase: Phase) {
@@ -204,6 +217,7 @@ impl FakeHost {
     }
 
     fn check(&self, method: &'static str) -> HostResult<()> {
+        *self.calls.borrow_mut().entry(method).or_default() += 1;
         match self.failures.borrow().get(method) {
             Some(e) => Err(*e),
             None => Ok(()),
@@ -267,15 +281,11 @@ impl Host for FakeHost {
     fn set_header(&self, map: MapType, name: &str, value: &[u8]) -> HostResult<()> {
         self.check("set_header")?;
         self.writable(map)?;
-        let mut maps = self.maps.borrow_mut();
-        let headers = maps.entry(map).or_default();
-        let mut rest: Vec<(String, Vec<u8>)> = headers
-            .iter()
-            .filter(|(n, _)| !n.eq_ignore_ascii_case(name))
-            .map(|(n, v)| (n.to_string(), v.to_vec()))
-            .collect();
-        rest.push((name.to_ascii_lowercase(), value.to_vec()));
-        *headers = Headers::from_pairs(rest);
+        self.maps
+            .borrow_mut()
+            .entry(map)
+            .or_default()
+            .set(name, value);
         Ok(())
     }
 
@@ -293,15 +303,7 @@ impl Host for FakeHost {
     fn remove_header(&self, map: MapType, name: &str) -> HostResult<()> {
         self.check("remove_header")?;
         self.writable(map)?;
-        let mut maps = self.maps.borrow_mut();
-        let headers = maps.entry(map).or_default();
-        *headers = Headers::from_pairs(
-            headers
-                .iter()
-                .filter(|(n, _)| !n.eq_ignore_ascii_case(name))
-                .map(|(n, v)| (n.to_string(), v.to_vec()))
-                .collect::<Vec<_>>(),
-        );
+        self.maps.borrow_mut().entry(map).or_default().remove(name);
         Ok(())
     }
 

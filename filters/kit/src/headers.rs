@@ -3,10 +3,38 @@
 
 /// Header pairs in the order Envoy gave them. Names are lowercase in Envoy;
 /// lookups still ignore ASCII case so tests and other hosts agree.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Names and values live back to back in one buffer (the host's wire data
+/// itself when read from Envoy), so reading a map and cloning it cost two
+/// allocations, not two per header.
+#[derive(Clone, Default)]
 pub struct Headers {
-    pairs: Vec<(String, Vec<u8>)>,
+    buf: Vec<u8>,
+    spans: Vec<Span>,
 }
+
+/// Where one pair's name and value are in `Headers::buf`. Names are UTF-8.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(n, v)| (n, String::from_utf8_lossy(v))))
+            .finish()
+    }
+}
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Headers) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
 
 impl Headers {
     pub fn new() -> Headers {
@@ -16,28 +44,56 @@ impl Headers {
     pub fn from_pairs<N: Into<String>, V: Into<Vec<u8>>>(
         pairs: impl IntoIterator<Item = (N, V)>,
     ) -> Headers {
-        Headers {
-            pairs: pairs
-                .into_iter()
-                .map(|(n, v)| (n.into(), v.into()))
-                .collect(),
+        let mut h = Headers::new();
+        for (n, v) in pairs {
+            h.push(n, v);
         }
+        h
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> (usize, usize) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(bytes);
+        (start, bytes.len())
     }
 
     pub fn push(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) {
-        self.pairs.push((name.into(), value.into()));
+        let name = self.append(name.into().as_bytes());
+        let value = self.append(&value.into());
+        self.spans.push(Span { name, value });
+    }
+
+    /// Replaces every `name` with one `value`, added last, lowercased: what
+    /// Envoy's `replace_header_map_value` does (`setCopy`).
+    pub fn set(&mut self, name: &str, value: &[u8]) {
+        self.remove(name);
+        self.push(name.to_ascii_lowercase(), value);
+    }
+
+    /// Removes every `name`.
+    pub fn remove(&mut self, name: &str) {
+        let buf = &self.buf;
+        self.spans
+            .retain(|s| !slice(buf, s.name).eq_ignore_ascii_case(name.as_bytes()));
+    }
+
+    fn name_of(&self, s: &Span) -> &str {
+        // Names are UTF-8 by construction; "" cannot happen.
+        std::str::from_utf8(slice(&self.buf, s.name)).unwrap_or("")
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+        self.spans
+            .iter()
+            .map(|s| (self.name_of(s), slice(&self.buf, s.value)))
     }
 
     pub fn len(&self) -> usize {
-        self.pairs.len()
+        self.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
+        self.spans.is_empty()
     }
 
     /// The first value of `name`.
@@ -50,10 +106,11 @@ impl Headers {
         &'a self,
         name: &'n str,
     ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
-        self.pairs
+        let buf = &self.buf;
+        self.spans
             .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .filter(move |s| slice(buf, s.name).eq_ignore_ascii_case(name.as_bytes()))
+            .map(move |s| slice(buf, s.value))
     }
 
     /// The first value of `name` if it is UTF-8.
@@ -116,6 +173,11 @@ impl Headers {
     /// `u32` key size and value size per pair, then each key and value followed
     /// by a NUL byte. `None` when the data is malformed; never panics.
     pub fn from_wire(bytes: &[u8]) -> Option<Headers> {
+        Headers::from_wire_vec(bytes.to_vec())
+    }
+
+    /// [`Headers::from_wire`], keeping `bytes` as the buffer (no copy).
+    pub fn from_wire_vec(bytes: Vec<u8>) -> Option<Headers> {
         if bytes.is_empty() {
             return Some(Headers::new());
         }
@@ -129,18 +191,40 @@ impl Headers {
         if count > bytes.len() / 10 + 1 {
             return None;
         }
-        let mut pairs = Vec::with_capacity(count);
+        let mut spans = Vec::with_capacity(count);
+        let mut lossy = Vec::new();
         for i in 0..count {
             let key_len = read_u32(4 + i * 8)?;
             let value_len = read_u32(8 + i * 8)?;
             let key = bytes.get(data..data.checked_add(key_len)?)?;
+            if std::str::from_utf8(key).is_err() {
+                lossy.push(i);
+            }
+            let name = (data, key_len);
             data = data.checked_add(key_len + 1)?;
-            let value = bytes.get(data..data.checked_add(value_len)?)?;
+            bytes.get(data..data.checked_add(value_len)?)?;
+            let value = (data, value_len);
             data = data.checked_add(value_len + 1)?;
-            pairs.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
+            spans.push(Span { name, value });
         }
-        Some(Headers { pairs })
+        let mut h = Headers { buf: bytes, spans };
+        // Names are kept UTF-8: a rare non-UTF-8 name is stored lossily.
+        for i in lossy {
+            if let Some(span) = h.spans.get(i).copied() {
+                let name = String::from_utf8_lossy(slice(&h.buf, span.name)).into_owned();
+                let name = h.append(name.as_bytes());
+                if let Some(s) = h.spans.get_mut(i) {
+                    s.name = name;
+                }
+            }
+        }
+        Some(h)
     }
+}
+
+fn slice(buf: &[u8], (start, len): (usize, usize)) -> &[u8] {
+    buf.get(start..start.saturating_add(len))
+        .unwrap_or_default()
 }
 
 /// Encodes pairs in the proxy-wasm map encoding (see [`Headers::from_wire`]).
@@ -245,6 +329,32 @@ mod tests {
         }
         assert!(Headers::from_wire(&[0xff, 0xff, 0xff, 0xff]).is_none());
         assert!(Headers::from_wire(&[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn set_and_remove_follow_envoy() {
+        let mut h = req(&[("a", "1"), ("X-V", "old"), ("b", "2"), ("x-v", "older")]);
+        h.set("x-v", b"new");
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            vec![("a", &b"1"[..]), ("b", b"2"), ("x-v", b"new")]
+        );
+        h.remove("A");
+        assert_eq!(h.len(), 2);
+        assert_eq!(h, req(&[("b", "2"), ("x-v", "new")]));
+        let clone = h.clone();
+        h.push("c", b"3".to_vec());
+        assert_ne!(h, clone);
+    }
+
+    #[test]
+    fn non_utf8_names_are_kept_lossily() {
+        let mut wire = to_wire(&[("ok", b"1"), ("nm", b"2")]);
+        let at = wire.len() - 5;
+        wire[at] = 0xff;
+        let h = Headers::from_wire_vec(wire).unwrap();
+        assert_eq!(h.get("ok"), Some(&b"1"[..]));
+        assert_eq!(h.iter().nth(1), Some(("\u{fffd}m", &b"2"[..])));
     }
 
     #[test]

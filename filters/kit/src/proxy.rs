@@ -124,7 +124,7 @@ impl Host for ProxyHost {
     fn headers(&self, map: MapType) -> HostResult<Headers> {
         // SAFETY: valid out pointers.
         let wire = get_bytes(|d, s| unsafe { abi::proxy_get_header_map_pairs(map as u32, d, s) })?;
-        Headers::from_wire(wire.as_deref().unwrap_or_default()).ok_or(HostError::ParseFailure)
+        Headers::from_wire_vec(wire.unwrap_or_default()).ok_or(HostError::ParseFailure)
     }
 
     fn header(&self, map: MapType, name: &str) -> HostResult<Option<Vec<u8>>> {

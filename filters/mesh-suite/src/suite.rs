@@ -17,7 +17,7 @@
 //!   stage that made the call.
 
 use crate::config::{self, under};
-use crate::watch::Watch;
+use crate::watch::{RequestCache, Watch};
 use kit::{Action, ConfigError, Filter, Host, HttpCallResponse, HttpFilter, Wake};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -211,8 +211,9 @@ pub struct SuiteHttp {
 impl SuiteHttp {
     /// Runs the request headers through the stages from `start` on.
     fn pass(&mut self, host: &dyn Host, start: usize) -> Step {
+        let cache = RequestCache::default();
         for i in start..self.https.len() {
-            let watch = Watch::new(host);
+            let watch = Watch::with_cache(host, &cache);
             let action = match self.https.get_mut(i) {
                 Some(h) => h.on_request_headers(&watch, self.end_of_stream),
                 None => break,

@@ -2,16 +2,26 @@
 //! that the suite must know: a local reply (later stages then see only
 //! `on_log`, as separate filters do) and the tokens of its HTTP calls (whose
 //! answers go back to that stage).
+//!
+//! Within one pass over the request headers, the stages also share one read
+//! of the request header map (each read is a host call and a copy into the
+//! VM, about 1 µs in Envoy 1.40): the first stage's read is kept, and every
+//! change a stage makes through this host is applied to it as Envoy applies
+//! it. Nothing else changes the map between stages of one pass.
 
 use kit::host::{HostResult, SharedValue};
 use kit::{Headers, Host, LogLevel, MapType, MetricType};
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, SystemTime};
 
+/// The request header map as the stages of one pass have changed it.
+pub type RequestCache = RefCell<Option<Headers>>;
+
 pub struct Watch<'h> {
     inner: &'h dyn Host,
     replied: Cell<bool>,
     calls: RefCell<Vec<u32>>,
+    cache: Option<&'h RequestCache>,
 }
 
 impl<'h> Watch<'h> {
@@ -20,7 +30,37 @@ impl<'h> Watch<'h> {
             inner,
             replied: Cell::new(false),
             calls: RefCell::new(Vec::new()),
+            cache: None,
         }
+    }
+
+    /// A watch whose request header reads share `cache`.
+    pub fn with_cache(inner: &'h dyn Host, cache: &'h RequestCache) -> Watch<'h> {
+        Watch {
+            cache: Some(cache),
+            ..Watch::new(inner)
+        }
+    }
+
+    /// The cache, for `map`, if it applies.
+    fn cache_for(&self, map: MapType) -> Option<&'h RequestCache> {
+        self.cache.filter(|_| map == MapType::RequestHeaders)
+    }
+
+    /// Applies a change Envoy accepted to the cached map, if one was read.
+    fn mirror(
+        &self,
+        map: MapType,
+        result: HostResult<()>,
+        change: impl FnOnce(&mut Headers),
+    ) -> HostResult<()> {
+        if result.is_ok()
+            && let Some(cache) = self.cache_for(map)
+            && let Some(h) = cache.borrow_mut().as_mut()
+        {
+            change(h);
+        }
+        result
     }
 
     /// Whether the stage sent a local reply.
@@ -51,19 +91,36 @@ impl Host for Watch<'_> {
         self.inner.plugin_config()
     }
     fn headers(&self, map: MapType) -> HostResult<Headers> {
-        self.inner.headers(map)
+        let Some(cache) = self.cache_for(map) else {
+            return self.inner.headers(map);
+        };
+        if let Some(h) = cache.borrow().as_ref() {
+            return Ok(h.clone());
+        }
+        let h = self.inner.headers(map)?;
+        *cache.borrow_mut() = Some(h.clone());
+        Ok(h)
     }
     fn header(&self, map: MapType, name: &str) -> HostResult<Option<Vec<u8>>> {
+        // Envoy answers a single lookup with the first value.
+        if let Some(cache) = self.cache_for(map)
+            && let Some(h) = cache.borrow().as_ref()
+        {
+            return Ok(h.get(name).map(<[u8]>::to_vec));
+        }
         self.inner.header(map, name)
     }
     fn set_header(&self, map: MapType, name: &str, value: &[u8]) -> HostResult<()> {
-        self.inner.set_header(map, name, value)
+        let result = self.inner.set_header(map, name, value);
+        self.mirror(map, result, |h| h.set(name, value))
     }
     fn add_header(&self, map: MapType, name: &str, value: &[u8]) -> HostResult<()> {
-        self.inner.add_header(map, name, value)
+        let result = self.inner.add_header(map, name, value);
+        self.mirror(map, result, |h| h.push(name.to_ascii_lowercase(), value))
     }
     fn remove_header(&self, map: MapType, name: &str) -> HostResult<()> {
-        self.inner.remove_header(map, name)
+        let result = self.inner.remove_header(map, name);
+        self.mirror(map, result, |h| h.remove(name))
     }
     fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
         self.inner.property(path)

@@ -324,3 +324,89 @@ fn a_paused_stage_resumes_the_rest_of_the_pass() {
         Some("v2")
     );
 }
+
+#[test]
+fn one_request_header_read_serves_every_stage_of_a_pass() {
+    let host = FakeHost::new();
+    let s = all_but_jwt(&host);
+    host.set_phase(Phase::Request);
+    host.set_map(
+        MapType::RequestHeaders,
+        Headers::from_pairs([
+            (":method", &b"GET"[..]),
+            (":path", b"/orders"),
+            (":authority", b"shop.example.com"),
+            ("x-canary", b"yes"),
+            ("x-route-version", b"forged"),
+        ]),
+    );
+    host.reset_calls();
+    let mut http = s.new_http();
+    assert_eq!(http.on_request_headers(&host, true), Action::Continue);
+    // Rate limit and canary read the map, telemetry two single headers: one
+    // host read in all.
+    assert_eq!(host.calls("headers"), 1);
+    assert_eq!(host.calls("header"), 0);
+    assert_eq!(
+        host.map(MapType::RequestHeaders).get_str("x-route-version"),
+        Some("v2")
+    );
+    // on_log reads the final headers afresh (filters after the suite may
+    // have changed them).
+    host.set_phase(Phase::Log);
+    http.on_log(&host);
+    assert_eq!(host.calls("headers"), 2);
+}
+
+#[test]
+fn the_shared_read_follows_each_change_as_envoy_makes_it() {
+    use kit::Host;
+    use mesh_suite::watch::{RequestCache, Watch};
+    let host = FakeHost::with_request(&[
+        (":path", b"/a"),
+        ("x-v", b"1"),
+        ("x-v", b"2"),
+        ("x-gone", b"g"),
+    ]);
+    let cache = RequestCache::default();
+    let first = Watch::with_cache(&host, &cache);
+    // Before any map read, single reads go to the host.
+    assert_eq!(
+        first.header(MapType::RequestHeaders, "x-v").unwrap(),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(host.calls("header"), 1);
+    first.headers(MapType::RequestHeaders).unwrap();
+    first
+        .set_header(MapType::RequestHeaders, "X-V", b"3")
+        .unwrap();
+    first
+        .add_header(MapType::RequestHeaders, "x-add", b"a")
+        .unwrap();
+    first
+        .remove_header(MapType::RequestHeaders, "x-gone")
+        .unwrap();
+    let second = Watch::with_cache(&host, &cache);
+    let seen = second.headers(MapType::RequestHeaders).unwrap();
+    assert_eq!(seen, host.map(MapType::RequestHeaders));
+    assert_eq!(
+        second.header(MapType::RequestHeaders, "x-v").unwrap(),
+        Some(b"3".to_vec())
+    );
+    assert_eq!(host.calls("headers"), 1);
+    assert_eq!(host.calls("header"), 1);
+    // A change Envoy refuses is not applied to the shared read.
+    host.fail("set_header", kit::HostError::BadArgument);
+    assert!(
+        second
+            .set_header(MapType::RequestHeaders, "x-v", b"4")
+            .is_err()
+    );
+    assert_eq!(
+        second.header(MapType::RequestHeaders, "x-v").unwrap(),
+        Some(b"3".to_vec())
+    );
+    // Response headers are never cached.
+    second.headers(MapType::ResponseHeaders).unwrap();
+    assert_eq!(host.calls("headers"), 2);
+}
