@@ -346,6 +346,32 @@ fn probe_configs(modules: &Path) -> Vec<Config> {
     out
 }
 
+/// `c` with every module taken from `dir` instead, if `dir` has them all.
+fn variant(c: &Config, dir: &Path) -> Option<Config> {
+    if c.modules.is_empty() || c.name == "wasm-empty" {
+        return None;
+    }
+    let mut filters = serde_json::to_string(&c.filters).ok()?;
+    let mut modules = Vec::new();
+    for m in &c.modules {
+        let other = dir.join(m.file_name()?);
+        if !other.exists() {
+            return None;
+        }
+        filters = filters.replace(&m.display().to_string(), &other.display().to_string());
+        modules.push(other);
+    }
+    Some(Config {
+        name: format!("{}@b", c.name),
+        what: format!("{}, modules from {}", c.what, dir.display()),
+        filters: serde_json::from_str(&filters).ok()?,
+        routes: c.routes.clone(),
+        headers: c.headers.clone(),
+        tokens: c.tokens.clone(),
+        modules,
+    })
+}
+
 fn suite_present(modules: &Path) -> bool {
     modules.join("mesh_suite.wasm").exists()
 }
@@ -465,6 +491,10 @@ struct Args {
     probe: bool,
     /// CPU and throughput only (no latency pass): for quick comparisons.
     cpu_only: bool,
+    /// A directory of other builds of the modules: every selected Wasm
+    /// configuration runs a second time with them (`<name>@b`), in the same
+    /// rounds, for an A/B comparison of a change.
+    variant: Option<PathBuf>,
     out: PathBuf,
 }
 
@@ -475,6 +505,7 @@ fn args() -> Result<Args> {
         only: None,
         probe: false,
         cpu_only: false,
+        variant: None,
         out: e2e::envoy::workspace_root().join("benches/results"),
     };
     let mut it = std::env::args().skip(1);
@@ -497,6 +528,7 @@ fn args() -> Result<Args> {
             }
             "--probe" => a.probe = true,
             "--cpu-only" => a.cpu_only = true,
+            "--variant" => a.variant = Some(PathBuf::from(it.next().context("--variant DIR")?)),
             "--out" => a.out = PathBuf::from(it.next().context("--out DIR")?),
             other => bail!("unknown argument {other:?}; see benches/README.md"),
         }
@@ -575,6 +607,10 @@ fn main() -> Result<()> {
         }
         all.retain(|c| c.name == "none" || c.name == "wasm-empty" || only.contains(&c.name));
     }
+    if let Some(dir) = &args.variant {
+        let extra: Vec<Config> = all.iter().filter_map(|c| variant(c, dir)).collect();
+        all.extend(extra);
+    }
     let ticks = clk_tck();
 
     eprintln!(
@@ -643,7 +679,10 @@ fn main() -> Result<()> {
             }
         }
         std::thread::sleep(Duration::from_millis(500));
-        rss.push(proc_rss_kib(r.envoy.pid().context("pid")?)? as f64 / 1024.0);
+        rss.push(Memory {
+            rss_mib: proc_rss_kib(r.envoy.pid().context("pid")?)? as f64 / 1024.0,
+            heap: heap_mib(&r.envoy),
+        });
     }
 
     let report = report::Report::new(&all, &samples, &rss, &args, rate, &bin, notes)?;
@@ -669,12 +708,38 @@ pub struct Row {
     pub p50: Spread,
     pub p99: Spread,
     pub rss_mib: f64,
+    /// Envoy's heap (tcmalloc, admin `/memory`): (allocated, held free).
+    pub heap_mib: Option<(f64, f64)>,
     pub module_kib: Vec<(String, u64)>,
     /// Latency measured with one token (oha cannot cycle them).
     pub one_token_latency: bool,
 }
 
-fn rows(all: &[Config], samples: &[Samples], rss: &[f64]) -> Vec<Row> {
+/// Envoy's memory at `--concurrency 2`.
+pub struct Memory {
+    pub rss_mib: f64,
+    /// Allocated, and held free (page heap and thread caches), from admin
+    /// `/memory`: RSS beyond live memory is mostly the heap keeping what
+    /// module loading freed.
+    pub heap: Option<(f64, f64)>,
+}
+
+fn heap_mib(envoy: &Envoy) -> Option<(f64, f64)> {
+    let (status, body) = e2e::client::admin_get(envoy.admin, "/memory").ok()?;
+    if status != 200 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&body).ok()?;
+    let field = |k: &str| {
+        v[k].as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .map(|b| b / (1024.0 * 1024.0))
+    };
+    let free = field("pageheap_free")? + field("total_thread_cache")?;
+    Some((field("allocated")?, free))
+}
+
+fn rows(all: &[Config], samples: &[Samples], rss: &[Memory]) -> Vec<Row> {
     all.iter()
         .zip(samples)
         .zip(rss)
@@ -685,7 +750,8 @@ fn rows(all: &[Config], samples: &[Samples], rss: &[f64]) -> Vec<Row> {
             rps: median_spread(&s.rps),
             p50: median_spread(&s.p50_ms),
             p99: median_spread(&s.p99_ms),
-            rss_mib: *rss,
+            rss_mib: rss.rss_mib,
+            heap_mib: rss.heap,
             module_kib: c
                 .modules
                 .iter()

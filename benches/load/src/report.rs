@@ -40,7 +40,7 @@ impl Report {
     pub fn new(
         all: &[Config],
         samples: &[Samples],
-        rss: &[f64],
+        rss: &[crate::Memory],
         args: &Args,
         rate: f64,
         envoy: &Path,
@@ -204,7 +204,7 @@ impl Report {
             "- Machine: {}\n- Envoy: {}\n- Date: {}\n- Command: `{}`\n- {} rounds (after a discarded warm-up round), {} s per pass; Envoy `--concurrency 1` on CPU 0, the load generator on CPU 1; HTTP/1.1, `direct_response`.\n- CPU: Envoy's utime + stime per request over a saturating `wrk -t1 -c32` pass. Latency: `oha --latency-correction -c 16` at {:.0} req/s (half the no-filter maximum of the warm-up round).\n- Telemetry: access log on (its default), at `info`; Envoy logs at `warning` (istio-proxy's default for Wasm), so the filter does not build the line.\n- Figures: median [min–max] over the rounds.\n\n",
             self.machine, self.envoy, self.date, self.command, self.rounds, self.seconds, self.rate
         ));
-        s.push_str("| configuration | CPU µs/req | added | req/s at saturation | vs no filter | p50 ms | p99 ms | RSS MiB (c=2) | module KiB |\n|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| configuration | CPU µs/req | added | req/s at saturation | vs no filter | p50 ms | p99 ms | RSS MiB (c=2) | heap live / held free MiB | module KiB |\n|---|---|---|---|---|---|---|---|---|---|\n");
         let mut over_capacity = false;
         for r in &self.rows {
             // Latency at a rate above what the configuration serves at all
@@ -221,7 +221,7 @@ impl Report {
             let ratio = none.map_or(f64::NAN, |n| r.rps.median / n.rps.median);
             let modules: Vec<String> = r.module_kib.iter().map(|(_, k)| k.to_string()).collect();
             s.push_str(&format!(
-                "| {} ({}) | {:.1} [{:.1}–{:.1}] | {:+.1} | {:.0} [{:.0}–{:.0}] | {:.2} | {:.3}{} | {:.3}{} | {:.0} | {} |\n",
+                "| {} ({}) | {:.1} [{:.1}–{:.1}] | {:+.1} | {:.0} [{:.0}–{:.0}] | {:.2} | {:.3}{} | {:.3}{} | {:.0} | {} | {} |\n",
                 r.name,
                 r.what,
                 r.cpu.median,
@@ -237,6 +237,8 @@ impl Report {
                 r.p99.median,
                 mark,
                 r.rss_mib,
+                r.heap_mib
+                    .map_or("–".to_string(), |(live, free)| format!("{live:.0} / {free:.0}")),
                 if modules.is_empty() { "–".to_string() } else { modules.join(" + ") },
             ));
         }
@@ -276,6 +278,7 @@ impl Report {
                     "requests_per_second": spread(&r.rps),
                     "p50_ms": spread(&r.p50), "p99_ms": spread(&r.p99),
                     "rss_mib_concurrency_2": r.rss_mib,
+                    "heap_mib_concurrency_2": r.heap_mib.map(|(live, free)| json!({"allocated": live, "held_free": free})),
                     "modules_kib": r.module_kib.iter().map(|(m, k)| json!({"module": m, "kib": k})).collect::<Vec<_>>(),
                 })
             })
@@ -313,6 +316,7 @@ mod tests {
             p50: one(1.0),
             p99: one(2.0),
             rss_mib,
+            heap_mib: None,
             module_kib: modules.iter().map(|(m, k)| (m.to_string(), *k)).collect(),
             one_token_latency: false,
         }

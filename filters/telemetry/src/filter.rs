@@ -24,6 +24,7 @@ use crate::labels::{self, Caps};
 use crate::metrics::{self, Registry};
 use kit::{Action, ConfigError, Filter, Host, HttpFilter, MapType, MetricType};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,11 +32,27 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const REQUEST_ID: &str = "x-request-id";
 pub const DECISION_PROPERTY: &str = "rate_limit_decision";
 
+/// How many raw label sets a VM remembers the metrics of. Each label's cap
+/// bounds the series, not the raw values, so this bounds the memory.
+const MEMO_ENTRIES: usize = 4096;
+
+/// The metrics of one set of raw label values: `requests_total` and the
+/// three histograms (defined on first use), and the overflow counters to
+/// bump.
+#[derive(Debug)]
+struct LabelIds {
+    overflow: Vec<u32>,
+    names: [String; 4],
+    ids: [Option<u32>; 4],
+}
+
 pub struct Telemetry {
     pub config: Config,
     /// Per VM: the label caps and the metric ids.
     caps: RefCell<Caps>,
     registry: RefCell<Registry>,
+    /// Raw label values (joined) → their metrics, at most `MEMO_ENTRIES`.
+    memo: RefCell<HashMap<String, LabelIds>>,
     /// With `anomaly` configured.
     pub anomaly: Option<Detector>,
 }
@@ -72,6 +89,7 @@ impl Filter for Telemetry {
             config,
             caps: RefCell::new(caps),
             registry: RefCell::new(Registry::default()),
+            memo: RefCell::new(HashMap::new()),
             anomaly,
         })
     }
@@ -103,40 +121,86 @@ impl Telemetry {
 
     fn record(&self, host: &dyn Host, r: &Record) {
         let raw = labels::values(&self.config, &r.headers, r.status);
+        // The same raw values always give the same capped labels (a label's
+        // admitted values only grow, and a value refused once is refused
+        // for good), so their metric ids are remembered per VM: a request
+        // with values seen before builds no stat name and does one lookup.
+        let key = raw.join("\u{0}");
+        let mut memo = self.memo.borrow_mut();
+        let ids = match memo.get_mut(&key) {
+            Some(ids) => ids,
+            None => {
+                let ids = self.label_ids(host, raw);
+                if memo.len() >= MEMO_ENTRIES {
+                    // Past the bound (values that mostly end up as `other`),
+                    // work each request out afresh.
+                    let mut ids = ids;
+                    self.record_with(host, &mut ids, r);
+                    return;
+                }
+                memo.entry(key).or_insert(ids)
+            }
+        };
+        self.record_with(host, ids, r);
+    }
+
+    /// The capped labels of `raw` and their stat names.
+    fn label_ids(&self, host: &dyn Host, raw: Vec<String>) -> LabelIds {
         let mut pairs = Vec::with_capacity(raw.len());
-        let mut overflowed = Vec::new();
+        let mut overflow = Vec::new();
         {
             let mut caps = self.caps.borrow_mut();
             for (i, (dim, value)) in self.config.dimensions.iter().zip(raw).enumerate() {
                 let (value, over) = caps.bound(i, value);
                 if over {
-                    overflowed.push(dim.label());
+                    overflow.push(dim.label());
                 }
                 pairs.push((dim.label(), value));
             }
         }
         let mut reg = self.registry.borrow_mut();
-        for label in overflowed {
-            let name = metrics::stat_name(metrics::LABEL_OVERFLOW, &[("label".into(), label)]);
-            if let Some(id) = reg.id(host, MetricType::Counter, &name) {
-                let _ = host.increment_metric(id, 1);
+        let overflow = overflow
+            .into_iter()
+            .filter_map(|label| {
+                let name = metrics::stat_name(metrics::LABEL_OVERFLOW, &[("label".into(), label)]);
+                reg.id(host, MetricType::Counter, &name)
+            })
+            .collect();
+        let names = [
+            metrics::REQUESTS_TOTAL,
+            metrics::REQUEST_DURATION,
+            metrics::REQUEST_BYTES,
+            metrics::RESPONSE_BYTES,
+        ]
+        .map(|m| metrics::stat_name(m, &pairs));
+        LabelIds {
+            overflow,
+            names,
+            ids: [None; 4],
+        }
+    }
+
+    fn record_with(&self, host: &dyn Host, l: &mut LabelIds, r: &Record) {
+        for id in &l.overflow {
+            let _ = host.increment_metric(*id, 1);
+        }
+        let values = [Some(1), r.duration_ms, r.bytes_in, r.bytes_out];
+        for (i, value) in values.into_iter().enumerate() {
+            let Some(value) = value else { continue };
+            if l.ids[i].is_none() {
+                let kind = if i == 0 {
+                    MetricType::Counter
+                } else {
+                    MetricType::Histogram
+                };
+                l.ids[i] = self.registry.borrow_mut().id(host, kind, &l.names[i]);
             }
-        }
-        let name = metrics::stat_name(metrics::REQUESTS_TOTAL, &pairs);
-        if let Some(id) = reg.id(host, MetricType::Counter, &name) {
-            let _ = host.increment_metric(id, 1);
-        }
-        let histograms = [
-            (metrics::REQUEST_DURATION, r.duration_ms),
-            (metrics::REQUEST_BYTES, r.bytes_in),
-            (metrics::RESPONSE_BYTES, r.bytes_out),
-        ];
-        for (metric, value) in histograms {
-            if let Some(value) = value {
-                let name = metrics::stat_name(metric, &pairs);
-                if let Some(id) = reg.id(host, MetricType::Histogram, &name) {
-                    let _ = host.record_metric(id, value);
-                }
+            if let Some(id) = l.ids[i] {
+                let _ = if i == 0 {
+                    host.increment_metric(id, 1)
+                } else {
+                    host.record_metric(id, value)
+                };
             }
         }
     }

@@ -349,6 +349,58 @@ fn cap_turns_new_values_into_other_and_counts() {
 }
 
 #[test]
+fn repeated_and_unbounded_values_count_the_same() {
+    // Values seen before take the remembered metrics; past the memo's bound
+    // (4096 raw label sets) each request is worked out afresh. Either way
+    // the counts are those of the caps.
+    let host = FakeHost::new();
+    let f = configure(
+        &host,
+        r#"{"dimensions": ["version", "method"], "maxValuesPerLabel": 3}"#,
+    );
+    for round in 0..2 {
+        for i in 0..5000 {
+            let v = format!("v{i}");
+            let method = if i % 2 == 0 { "GET" } else { "POST" };
+            set_request(
+                &host,
+                &[(":path", "/"), (":method", method), ("x-route-version", &v)],
+            );
+            let mut http = f.new_http();
+            http.on_request_headers(&host, true);
+            host.set_phase(Phase::Log);
+            set_log_properties(&host, 200, 1_000_000, 10, 20);
+            http.on_log(&host);
+        }
+        let n = 5000 * (round + 1);
+        let total: i128 = [
+            "v0;method=GET",
+            "v1;method=POST",
+            "v2;method=GET",
+            "other;method=GET",
+            "other;method=POST",
+        ]
+        .iter()
+        .map(|l| {
+            host.metric_value(&format!("requests_total;version={l}"))
+                .unwrap_or(0)
+        })
+        .sum();
+        assert_eq!(total, n as i128, "round {round}");
+        assert_eq!(
+            host.metric_value("label_overflow_total;label=version"),
+            Some(n as i128 - 3 * (round as i128 + 1))
+        );
+        assert_eq!(
+            host.histogram("request_duration_milliseconds;version=other;method=POST")
+                .len(),
+            2499 * (round + 1)
+        );
+    }
+    assert_eq!(f.defined_metrics(), 5 * 4 + 1);
+}
+
+#[test]
 fn helpers() {
     assert_eq!(int_property(&12_500_000i64.to_le_bytes()), Some(12_500_000));
     assert_eq!(int_property(&(-1i64).to_le_bytes()), None);
