@@ -91,12 +91,7 @@ impl JwtAuth {
         // Shared data is per process and Istio leaves vm_id empty: prefix
         // every key with this plugin's name (and the JWKS URI, so a new
         // config never reads an old provider's keys).
-        let plugin = host
-            .property(&["plugin_name"])
-            .ok()
-            .flatten()
-            .map(|p| String::from_utf8_lossy(&p).into_owned())
-            .unwrap_or_else(|| "jwt-auth".to_string());
+        let plugin = host.plugin_name("jwt-auth");
         let vm_id = host.random_u64() | 1;
         let keys = config
             .providers

@@ -185,6 +185,18 @@ pub trait Host {
     /// Resumes the paused request of the effective context.
     fn resume_request(&self) -> HostResult<()>;
 
+    /// This plugin's name (in Istio `<namespace>.<name>`), or `default` when
+    /// the host gives none. Shared data is per process and Istio leaves
+    /// `vm_id` empty, so filters prefix their shared-data keys with it.
+    fn plugin_name(&self, default: &str) -> String {
+        self.property(&["plugin_name"])
+            .ok()
+            .flatten()
+            .map(|p| String::from_utf8_lossy(&p).into_owned())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    }
+
     /// Makes Envoy pick the route again after a request header changed.
     ///
     /// Envoy re-selects the route by itself after a header change for ABI

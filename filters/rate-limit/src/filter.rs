@@ -79,13 +79,7 @@ impl Filter for RateLimit {
     type Http = RateLimitHttp;
 
     fn configure(config: Option<&[u8]>, host: &dyn Host) -> Result<Self, ConfigError> {
-        let plugin = host
-            .property(&["plugin_name"])
-            .ok()
-            .flatten()
-            .map(|p| String::from_utf8_lossy(&p).into_owned())
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "rate-limit".to_string());
+        let plugin = host.plugin_name(Self::NAME);
         let config = crate::config::compile_json(config, &plugin)?;
         for (i, rule) in config.rules.iter().enumerate() {
             rule.buckets.create(host).map_err(|e| {

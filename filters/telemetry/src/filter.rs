@@ -66,13 +66,7 @@ impl Filter for Telemetry {
         let caps = Caps::new(config.dimensions.len(), config.max_values_per_label);
         let anomaly = match &config.anomaly {
             Some(a) => {
-                let plugin = host
-                    .property(&["plugin_name"])
-                    .ok()
-                    .flatten()
-                    .map(|p| String::from_utf8_lossy(&p).into_owned())
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or_else(|| Self::NAME.to_string());
+                let plugin = host.plugin_name(Self::NAME);
                 let routes = config.routes.iter().map(|r| r.name.clone()).collect();
                 let detector = Detector::new(a.clone(), routes, &plugin);
                 detector.start(host).map_err(|e| {
