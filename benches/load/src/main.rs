@@ -685,6 +685,7 @@ fn main() -> Result<()> {
         });
     }
 
+    let rate = if args.cpu_only { 0.0 } else { rate };
     let report = report::Report::new(&all, &samples, &rss, &args, rate, &bin, notes)?;
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(

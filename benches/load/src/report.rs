@@ -201,8 +201,13 @@ impl Report {
         let mut s = String::new();
         s.push_str("# Load benchmark results\n\n");
         s.push_str(&format!(
-            "- Machine: {}\n- Envoy: {}\n- Date: {}\n- Command: `{}`\n- {} rounds (after a discarded warm-up round), {} s per pass; Envoy `--concurrency 1` on CPU 0, the load generator on CPU 1; HTTP/1.1, `direct_response`.\n- CPU: Envoy's utime + stime per request over a saturating `wrk -t1 -c32` pass. Latency: `oha --latency-correction -c 16` at {:.0} req/s (half the no-filter maximum of the warm-up round).\n- Telemetry: access log on (its default), at `info`; Envoy logs at `warning` (istio-proxy's default for Wasm), so the filter does not build the line.\n- Figures: median [min–max] over the rounds.\n\n",
-            self.machine, self.envoy, self.date, self.command, self.rounds, self.seconds, self.rate
+            "- Machine: {}\n- Envoy: {}\n- Date: {}\n- Command: `{}`\n- {} rounds (after a discarded warm-up round), {} s per pass; Envoy `--concurrency 1` on CPU 0, the load generator on CPU 1; HTTP/1.1, `direct_response`.\n- CPU: Envoy's utime + stime per request over a saturating `wrk -t1 -c32` pass. {}\n- Telemetry: access log on (its default), at `info`; Envoy logs at `warning` (istio-proxy's default for Wasm), so the filter does not build the line.\n- Figures: median [min–max] over the rounds.\n\n",
+            self.machine, self.envoy, self.date, self.command, self.rounds, self.seconds,
+            if self.rate > 0.0 {
+                format!("Latency: `oha --latency-correction -c 16` at {:.0} req/s (half the no-filter maximum of the warm-up round).", self.rate)
+            } else {
+                "No latency passes (`--cpu-only`).".to_string()
+            }
         ));
         s.push_str("| configuration | CPU µs/req | added | req/s at saturation | vs no filter | p50 ms | p99 ms | RSS MiB (c=2) | heap live / held free MiB | module KiB |\n|---|---|---|---|---|---|---|---|---|---|\n");
         let mut over_capacity = false;
@@ -210,6 +215,13 @@ impl Report {
             // Latency at a rate above what the configuration serves at all
             // is queueing, not the filter's latency.
             let over = r.rps.median < self.rate;
+            let latency = |v: f64, mark: &str| {
+                if self.rate > 0.0 {
+                    format!("{v:.3}{mark}")
+                } else {
+                    "–".to_string()
+                }
+            };
             over_capacity |= over;
             let mark = match (r.one_token_latency, over) {
                 (true, true) => "¹²",
@@ -221,7 +233,7 @@ impl Report {
             let ratio = none.map_or(f64::NAN, |n| r.rps.median / n.rps.median);
             let modules: Vec<String> = r.module_kib.iter().map(|(_, k)| k.to_string()).collect();
             s.push_str(&format!(
-                "| {} ({}) | {:.1} [{:.1}–{:.1}] | {:+.1} | {:.0} [{:.0}–{:.0}] | {:.2} | {:.3}{} | {:.3}{} | {:.0} | {} | {} |\n",
+                "| {} ({}) | {:.1} [{:.1}–{:.1}] | {:+.1} | {:.0} [{:.0}–{:.0}] | {:.2} | {} | {} | {:.0} | {} | {} |\n",
                 r.name,
                 r.what,
                 r.cpu.median,
@@ -232,10 +244,8 @@ impl Report {
                 r.rps.min,
                 r.rps.max,
                 ratio,
-                r.p50.median,
-                mark,
-                r.p99.median,
-                mark,
+                latency(r.p50.median, mark),
+                latency(r.p99.median, mark),
                 r.rss_mib,
                 r.heap_mib
                     .map_or("–".to_string(), |(live, free)| format!("{live:.0} / {free:.0}")),
