@@ -137,6 +137,19 @@ impl FakeHost {
         host
     }
 
+    /// Puts a fresh request on the host: the request phase, these request
+    /// headers, no response headers and no local reply yet. Shared data,
+    /// metrics, properties, logs and the clock stay as they are.
+    pub fn start_request(&self, headers: &[(&str, &[u8])]) {
+        self.set_phase(Phase::Request);
+        *self.local_response.borrow_mut() = None;
+        self.set_map(
+            MapType::RequestHeaders,
+            Headers::from_pairs(headers.iter().map(|(n, v)| (*n, *v))),
+        );
+        self.set_map(MapType::ResponseHeaders, Headers::new());
+    }
+
     /// How often `method` (a `Host` method name) was called so far.
     pub fn calls(&self, method: &str) -> usize {
         self.calls.borrow().get(method).copied().unwrap_or(0)

@@ -98,10 +98,7 @@ fn request(
         (":authority", b"shop.example.com"),
     ];
     pairs.extend_from_slice(extra);
-    host.set_phase(Phase::Request);
-    host.set_map(MapType::RequestHeaders, Headers::from_pairs(pairs));
-    host.set_map(MapType::ResponseHeaders, Headers::new());
-    *host.local_response.borrow_mut() = None;
+    host.start_request(&pairs);
     let mut http = s.new_http();
     let action = http.on_request_headers(host, true);
     let status = match host.local_response.borrow().as_ref() {
@@ -187,9 +184,7 @@ fn separate_filters_and_the_suite_agree() {
             (":authority", b"shop.example.com"),
         ];
         pairs.extend_from_slice(&extra);
-        separate.set_phase(Phase::Request);
-        separate.set_map(MapType::RequestHeaders, Headers::from_pairs(pairs));
-        *separate.local_response.borrow_mut() = None;
+        separate.start_request(&pairs);
         let (mut a, mut b, mut c) = (rl.new_http(), canary.new_http(), tele.new_http());
         let mut status = 200u32;
         if a.on_request_headers(&separate, true) == Action::Continue {

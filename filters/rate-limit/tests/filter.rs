@@ -31,13 +31,8 @@ fn configure(host: &FakeHost, config: &str) -> Rc<RateLimit> {
 
 /// Puts a fresh request on `host` (same shared data, metrics and clock).
 fn set_request(host: &FakeHost, pairs: &[(&str, &str)]) {
-    host.set_phase(Phase::Request);
-    *host.local_response.borrow_mut() = None;
-    host.set_map(
-        MapType::RequestHeaders,
-        Headers::from_pairs(pairs.iter().map(|(n, v)| (*n, v.as_bytes()))),
-    );
-    host.set_map(MapType::ResponseHeaders, Headers::new());
+    let pairs: Vec<(&str, &[u8])> = pairs.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+    host.start_request(&pairs);
 }
 
 struct Sent {

@@ -28,12 +28,8 @@ fn configure(host: &FakeHost, config: &str) -> Rc<Telemetry> {
 }
 
 fn set_request(host: &FakeHost, pairs: &[(&str, &str)]) {
-    host.set_phase(Phase::Request);
-    host.set_map(
-        MapType::RequestHeaders,
-        Headers::from_pairs(pairs.iter().map(|(n, v)| (*n, v.as_bytes()))),
-    );
-    host.set_map(MapType::ResponseHeaders, Headers::new());
+    let pairs: Vec<(&str, &[u8])> = pairs.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+    host.start_request(&pairs);
     host.logs.borrow_mut().clear();
 }
 
