@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kit::fake::Phase;
-use kit::{Action, FakeHost, Filter, Headers, HttpFilter, LogLevel, MapType};
+use kit::{Action, FakeHost, Filter, HttpFilter, LogLevel, MapType};
 use std::rc::Rc;
 use telemetry::Telemetry;
 use telemetry::filter::{int_property, parse_traceparent, rfc3339};
