@@ -54,12 +54,11 @@ impl TokenCache {
     }
 
     pub fn remove(&mut self, token: &str) {
+        let key = Self::key(token);
         if let Some(lru) = self.lru.as_mut()
-            && lru
-                .peek(&Self::key(token))
-                .is_some_and(|e| e.token == token)
+            && lru.peek(&key).is_some_and(|e| e.token == token)
         {
-            lru.pop(&Self::key(token));
+            lru.pop(&key);
         }
     }
 

@@ -324,17 +324,13 @@ fn a_paused_stage_resumes_the_rest_of_the_pass() {
 fn one_request_header_read_serves_every_stage_of_a_pass() {
     let host = FakeHost::new();
     let s = all_but_jwt(&host);
-    host.set_phase(Phase::Request);
-    host.set_map(
-        MapType::RequestHeaders,
-        Headers::from_pairs([
-            (":method", &b"GET"[..]),
-            (":path", b"/orders"),
-            (":authority", b"shop.example.com"),
-            ("x-canary", b"yes"),
-            ("x-route-version", b"forged"),
-        ]),
-    );
+    host.start_request(&[
+        (":method", b"GET"),
+        (":path", b"/orders"),
+        (":authority", b"shop.example.com"),
+        ("x-canary", b"yes"),
+        ("x-route-version", b"forged"),
+    ]);
     host.reset_calls();
     let mut http = s.new_http();
     assert_eq!(http.on_request_headers(&host, true), Action::Continue);

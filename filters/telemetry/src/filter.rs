@@ -36,9 +36,16 @@ pub const DECISION_PROPERTY: &str = "rate_limit_decision";
 /// bounds the series, not the raw values, so this bounds the memory.
 const MEMO_ENTRIES: usize = 4096;
 
-/// The metrics of one set of raw label values: `requests_total` and the
-/// three histograms (defined on first use), and the overflow counters to
-/// bump.
+/// The metrics every request records, in [`LabelIds`] order.
+const RECORDED: [(&str, MetricType); 4] = [
+    (metrics::REQUESTS_TOTAL, MetricType::Counter),
+    (metrics::REQUEST_DURATION, MetricType::Histogram),
+    (metrics::REQUEST_BYTES, MetricType::Histogram),
+    (metrics::RESPONSE_BYTES, MetricType::Histogram),
+];
+
+/// The metrics of one set of raw label values: the [`RECORDED`] ones
+/// (defined on first use), and the overflow counters to bump.
 #[derive(Debug)]
 struct LabelIds {
     overflow: Vec<u32>,
@@ -121,21 +128,17 @@ impl Telemetry {
         // with values seen before builds no stat name and does one lookup.
         let key = raw.join("\u{0}");
         let mut memo = self.memo.borrow_mut();
-        let ids = match memo.get_mut(&key) {
-            Some(ids) => ids,
-            None => {
-                let ids = self.label_ids(host, raw);
-                if memo.len() >= MEMO_ENTRIES {
-                    // Past the bound (values that mostly end up as `other`),
-                    // work each request out afresh.
-                    let mut ids = ids;
-                    self.record_with(host, &mut ids, r);
-                    return;
-                }
-                memo.entry(key).or_insert(ids)
-            }
-        };
-        self.record_with(host, ids, r);
+        if let Some(ids) = memo.get_mut(&key) {
+            self.record_with(host, ids, r);
+            return;
+        }
+        let mut ids = self.label_ids(host, raw);
+        self.record_with(host, &mut ids, r);
+        // Past the bound (values that mostly end up as `other`), a new set
+        // is worked out afresh on each request.
+        if memo.len() < MEMO_ENTRIES {
+            memo.insert(key, ids);
+        }
     }
 
     /// The capped labels of `raw` and their stat names.
@@ -160,13 +163,7 @@ impl Telemetry {
                 reg.id(host, MetricType::Counter, &name)
             })
             .collect();
-        let names = [
-            metrics::REQUESTS_TOTAL,
-            metrics::REQUEST_DURATION,
-            metrics::REQUEST_BYTES,
-            metrics::RESPONSE_BYTES,
-        ]
-        .map(|m| metrics::stat_name(m, &pairs));
+        let names = RECORDED.map(|(m, _)| metrics::stat_name(m, &pairs));
         LabelIds {
             overflow,
             names,
@@ -179,21 +176,15 @@ impl Telemetry {
             let _ = host.increment_metric(*id, 1);
         }
         let values = [Some(1), r.duration_ms, r.bytes_in, r.bytes_out];
-        for (i, value) in values.into_iter().enumerate() {
+        for (i, ((_, kind), value)) in RECORDED.iter().zip(values).enumerate() {
             let Some(value) = value else { continue };
             if l.ids[i].is_none() {
-                let kind = if i == 0 {
-                    MetricType::Counter
-                } else {
-                    MetricType::Histogram
-                };
-                l.ids[i] = self.registry.borrow_mut().id(host, kind, &l.names[i]);
+                l.ids[i] = self.registry.borrow_mut().id(host, *kind, &l.names[i]);
             }
             if let Some(id) = l.ids[i] {
-                let _ = if i == 0 {
-                    host.increment_metric(id, 1)
-                } else {
-                    host.record_metric(id, value)
+                let _ = match kind {
+                    MetricType::Counter => host.increment_metric(id, 1),
+                    _ => host.record_metric(id, value),
                 };
             }
         }
