@@ -15,8 +15,9 @@ pub struct Inputs<'a> {
     pub manifests: &'a Manifests,
     /// `(version, address)` of each demo upstream.
     pub upstreams: &'a [(String, SocketAddr)],
-    /// Where the built `.wasm` modules are.
-    pub module_dir: &'a Path,
+    /// The module file each plugin runs, in the order of
+    /// `manifests.plugins` (see [`crate::modules`]).
+    pub modules: &'a [std::path::PathBuf],
     /// Extra `(cluster name, address)` pairs, e.g. Istio-named clusters such
     /// as `outbound|8080||keycloak.keycloak.svc.cluster.local`.
     pub extra_clusters: &'a [(String, SocketAddr)],
@@ -25,10 +26,20 @@ pub struct Inputs<'a> {
 }
 
 pub fn render(inputs: &Inputs) -> Result<Value> {
-    let mut http_filters = Vec::new();
-    for plugin in &inputs.manifests.plugins {
-        http_filters.push(wasm_filter(plugin, inputs.module_dir)?);
+    if inputs.modules.len() != inputs.manifests.plugins.len() {
+        bail!(
+            "{} modules for {} plugins",
+            inputs.modules.len(),
+            inputs.manifests.plugins.len()
+        );
     }
+    let http_filters: Vec<Value> = inputs
+        .manifests
+        .plugins
+        .iter()
+        .zip(inputs.modules)
+        .map(|(plugin, module)| wasm_filter(plugin, module))
+        .collect();
 
     let versions: Vec<&str> = inputs.upstreams.iter().map(|(v, _)| v.as_str()).collect();
     let routes = if inputs.manifests.routes.is_empty() {
@@ -147,23 +158,16 @@ impl NativeEnvoy {
 }
 
 /// A Wasm filter as istiod writes it: name `<namespace>.<name>`, `root_id`
-/// from `pluginName`, the config as a `StringValue`, an empty `vm_id`.
-fn wasm_filter(plugin: &WasmPlugin, module_dir: &Path) -> Result<Value> {
-    let module = module_dir.join(plugin.module_file_name()?);
-    if !module.exists() {
-        bail!(
-            "{}: module {} is not built; run `cargo xtask build`",
-            plugin.source.display(),
-            module.display()
-        );
-    }
+/// from `pluginName`, the config as a `StringValue`, an empty `vm_id`, and
+/// the module as a local file (istio-agent has fetched it by then).
+fn wasm_filter(plugin: &WasmPlugin, module: &Path) -> Value {
     let failure_policy = match plugin.fail_strategy.as_str() {
         "FAIL_OPEN" => "FAIL_OPEN",
         "FAIL_RELOAD" => "FAIL_RELOAD",
         _ => "FAIL_CLOSED",
     };
     let name = plugin.filter_name();
-    Ok(json!({
+    json!({
         "name": name,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -182,7 +186,7 @@ fn wasm_filter(plugin: &WasmPlugin, module_dir: &Path) -> Result<Value> {
                 "failure_policy": failure_policy
             }
         }
-    }))
+    })
 }
 
 /// The routing header of the first canary-router plugin, else the default.
@@ -289,6 +293,8 @@ mod tests {
             phase: Phase::Unspecified,
             priority: 0,
             fail_strategy: "FAIL_OPEN".into(),
+            sha256: String::new(),
+            image_pull_policy: None,
             plugin_config: Some(json!({"routingHeader": "x-v", "services": []})),
             source: PathBuf::from("p.yaml"),
         };
@@ -303,7 +309,7 @@ mod tests {
         let b = render(&Inputs {
             manifests: &manifests,
             upstreams: &upstreams,
-            module_dir: &dir,
+            modules: &[dir.join("canary_router.wasm")],
             extra_clusters: &[],
             stats_config: None,
         })

@@ -7,6 +7,7 @@ use crate::envoy::{self, Envoy};
 use crate::jose::{self, Alg, TestKeys};
 use crate::jwks_server::JwksServer;
 use crate::manifest::{self, Manifests};
+use crate::modules::{self, Module, Pull};
 use crate::upstream::{Upstream, Upstreams};
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -27,6 +28,9 @@ pub struct Options {
     /// The JWKS server for every `jwksUri` in the plugins; without one, the
     /// harness starts its own serving the demo keys.
     pub jwks_server: Option<JwksServer>,
+    /// Whether to fetch the plugins' `oci://` and `http(s)://` urls as
+    /// istio-agent does, instead of running the modules built here.
+    pub pull: Pull,
 }
 
 /// The JWKS clusters the plugins' providers fetch through: `jwksCluster`, or
@@ -117,6 +121,8 @@ pub struct Harness {
     /// The listener's address on loopback.
     pub listener: SocketAddr,
     pub manifests: Manifests,
+    /// The module each plugin runs, in the order of `manifests.plugins`.
+    pub modules: Vec<Module>,
     /// Where the generated config and Envoy's log are.
     pub dir: PathBuf,
 }
@@ -143,6 +149,7 @@ pub fn run_dir(prefix: &str) -> Result<PathBuf> {
 /// Renders the bootstrap for `manifests` into `dir/envoy.json`.
 fn write_config(
     manifests: &Manifests,
+    modules: &[Module],
     upstreams: &Upstreams,
     options: &Options,
     dir: &Path,
@@ -152,10 +159,11 @@ fn write_config(
         .iter()
         .map(|u| (u.version().to_string(), u.addr))
         .collect();
+    let paths: Vec<PathBuf> = modules.iter().map(|m| m.path.clone()).collect();
     let config = bootstrap::render(&Inputs {
         manifests,
         upstreams: &addrs,
-        module_dir: &module_dir(),
+        modules: &paths,
         extra_clusters: &options.extra_clusters,
         stats_config: options.stats_config.clone(),
     })?;
@@ -169,11 +177,14 @@ impl Harness {
         Harness::start_with(manifests, Options::default())
     }
 
-    /// Reads the manifests, starts the upstreams, checks the generated
-    /// config with `envoy --mode validate`, then starts Envoy.
+    /// Reads the manifests, finds (or pulls) their modules, starts the
+    /// upstreams, checks the generated config with `envoy --mode validate`,
+    /// then starts Envoy.
     pub fn start_with(path: &Path, mut options: Options) -> Result<Harness> {
         let bin = envoy::ensure_envoy()?;
-        let manifests = manifest::load(path)?;
+        let manifests = manifest::load_with(path, manifest::suite_mode() && !options.pull.enabled)?;
+        // Before anything starts: a refused module stops the run here.
+        let modules = modules::resolve(&manifests, &options.pull)?;
         let upstreams = Upstreams::start(&VERSIONS)?;
         let dir = run_dir("")?;
         let clusters = jwks_clusters(&manifests);
@@ -190,7 +201,7 @@ impl Harness {
         if options.stats_config.is_none() {
             options.stats_config = telemetry_stats_for(&manifests)?;
         }
-        let config = write_config(&manifests, &upstreams, &options, &dir)?;
+        let config = write_config(&manifests, &modules, &upstreams, &options, &dir)?;
         if !options.skip_validate {
             envoy::validate(&bin, &config)?;
         }
@@ -202,6 +213,7 @@ impl Harness {
             jwks,
             listener,
             manifests,
+            modules,
             dir,
         })
     }
@@ -210,6 +222,7 @@ impl Harness {
     pub fn validate(path: &Path) -> Result<()> {
         let bin = envoy::ensure_envoy()?;
         let manifests = manifest::load(path)?;
+        let modules = modules::resolve(&manifests, &Pull::default())?;
         let upstreams = Upstreams::start(&VERSIONS)?;
         let dir = run_dir("")?;
         // JWKS clusters need only exist for validation; nothing is fetched.
@@ -222,7 +235,7 @@ impl Harness {
             stats_config: telemetry_stats_for(&manifests)?,
             ..Options::default()
         };
-        let config = write_config(&manifests, &upstreams, &options, &dir)?;
+        let config = write_config(&manifests, &modules, &upstreams, &options, &dir)?;
         envoy::validate(&bin, &config)
     }
 

@@ -7,11 +7,14 @@ pub mod client;
 pub mod crd;
 pub mod envoy;
 pub mod harness;
+pub mod image;
 pub mod jose;
 pub mod jwks_server;
 pub mod manifest;
+pub mod modules;
 pub mod native_jwt;
 pub mod native_ratelimit;
+pub mod registry_server;
 pub mod upstream;
 
 pub use harness::{Harness, Options};

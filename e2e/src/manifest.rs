@@ -17,6 +17,11 @@ pub struct WasmPlugin {
     pub phase: Phase,
     pub priority: i64,
     pub fail_strategy: String,
+    /// `sha256`: the manifest digest (`oci://`) or module digest
+    /// (`http(s)://`) the module must have; empty when unset.
+    pub sha256: String,
+    /// `imagePullPolicy`, when set.
+    pub image_pull_policy: Option<String>,
     /// `pluginConfig` as JSON; handed to Envoy as a `StringValue`.
     pub plugin_config: Option<Value>,
     pub source: PathBuf,
@@ -176,8 +181,15 @@ pub fn write_test_plugin(
 
 /// Reads a manifest file, or every `.yaml`/`.yml` file under a directory
 /// (sorted, recursively). Kinds other than WasmPlugin and VirtualService are
-/// accepted and ignored (DestinationRules, for example).
+/// accepted and ignored (DestinationRules, for example). With `MESH_SUITE=1`
+/// the plugins run the suite module (see [`suite_mode`]).
 pub fn load(path: &Path) -> Result<Manifests> {
+    load_with(path, suite_mode())
+}
+
+/// [`load`], with the suite rewrite on or off: it maps plugins to a module
+/// built here, so it is off when modules are pulled from their urls.
+pub fn load_with(path: &Path, suite: bool) -> Result<Manifests> {
     let mut files = Vec::new();
     collect(path, &mut files)?;
     if files.is_empty() {
@@ -206,7 +218,7 @@ pub fn load(path: &Path) -> Result<Manifests> {
             }
         }
     }
-    if suite_mode() {
+    if suite {
         out.plugins = out.plugins.into_iter().map(WasmPlugin::as_suite).collect();
     }
     // Istio's order: by phase, then by descending priority, then by name.
@@ -273,6 +285,8 @@ fn wasm_plugin(doc: &Value, file: &Path) -> Result<WasmPlugin> {
         fail_strategy: str_at(spec, "/failStrategy")
             .unwrap_or("FAIL_CLOSE")
             .to_string(),
+        sha256: str_at(spec, "/sha256").unwrap_or("").to_string(),
+        image_pull_policy: str_at(spec, "/imagePullPolicy").map(str::to_string),
         plugin_config: spec.get("pluginConfig").cloned(),
         source: file.to_path_buf(),
     })
@@ -359,6 +373,8 @@ mod tests {
             phase: Phase::Unspecified,
             priority: 0,
             fail_strategy: "FAIL_CLOSE".into(),
+            sha256: String::new(),
+            image_pull_policy: None,
             plugin_config: None,
             source: PathBuf::from("x.yaml"),
         }

