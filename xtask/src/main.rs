@@ -573,14 +573,18 @@ fn image(args: &[String]) -> Result<()> {
             );
         }
     }
+    let names: Vec<String> = images
+        .iter()
+        .map(|(image, _)| format!("{}:{}", image.meta.name, image.tag()))
+        .collect();
+    let width = names.iter().map(String::len).max().unwrap_or(0).max(5);
     println!(
-        "{:<14} {:<7} {:<71} {:<64} {:>10}",
+        "{:<width$}  {:<7}  {:<71}  {:<64}  {:>8}",
         "IMAGE", "VARIANT", "MANIFEST DIGEST", "MODULE SHA256", "SIZE"
     );
-    for (image, _) in &images {
+    for ((image, _), name) in images.iter().zip(&names) {
         println!(
-            "{:<14} {:<7} {:<71} {:<64} {:>6} KiB",
-            format!("{}:{}", image.meta.name, image.tag()),
+            "{name:<width$}  {:<7}  {:<71}  {:<64}  {:>4} KiB",
             image.variant.as_str(),
             image.digest,
             image.module_sha256,
