@@ -98,11 +98,17 @@ impl RegistryServer {
         std::fs::write(&config_path, config)?;
         let log = dir.join("registry.log");
         let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        // The registry reads REGISTRY_* variables as overrides of its
+        // config file (REGISTRY_BIN, ours, included): none may leak in.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("REGISTRY_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
             .arg("serve")
             .arg(&config_path)
-            // The Debian package's defaults must not leak in.
-            .env_remove("REGISTRY_HTTP_ADDR")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

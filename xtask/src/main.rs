@@ -188,7 +188,7 @@ fn bench(args: &[String]) -> Result<()> {
     )
 }
 
-/// Largest module each filter may ship as (issue 6's targets).
+/// Largest module each filter may ship as (the size targets in benches/README.md).
 const SIZE_LIMITS: &[(&str, u64)] = &[
     ("jwt_auth.wasm", 600 * 1024),
     ("canary_router.wasm", 400 * 1024),
