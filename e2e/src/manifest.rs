@@ -228,7 +228,9 @@ pub fn load_with(path: &Path, suite: bool) -> Result<Manifests> {
     Ok(out)
 }
 
-fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+/// `path` if it is a file, else every `.yaml`/`.yml` file below it, sorted
+/// by path within each directory, depth first.
+pub fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if meta.is_file() {
         files.push(path.to_path_buf());

@@ -36,25 +36,6 @@ pub fn image_name(url: &str) -> Option<&str> {
     Some(last.split(':').next().unwrap_or(last)).filter(|n| !n.is_empty())
 }
 
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            yaml_files(&path, out)?;
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 /// Splits YAML text into documents at `---` lines, keeping every line.
 fn documents(text: &str) -> Vec<Vec<String>> {
     let mut docs: Vec<Vec<String>> = vec![Vec::new()];
@@ -113,7 +94,7 @@ fn pin(lines: &mut Vec<String>, old_url: &str, new_url: &str, sha256: &str) -> R
 /// check or the edit does not read back.
 pub fn write(source: &Path, out: &Path, pushed: &BTreeMap<String, Pushed>) -> Result<Written> {
     let mut files = Vec::new();
-    yaml_files(source, &mut files)?;
+    crate::manifest::collect(source, &mut files)?;
     let mut written = Written::default();
     for file in files {
         let rel = file.strip_prefix(source).unwrap_or(&file).to_path_buf();
