@@ -114,6 +114,7 @@ fn every_module_pushes_in_both_variants_as_the_spec_lays_them_out() {
     let server = RegistryServer::start().unwrap();
     let reg = registry(&server);
     let revision = meta::git_revision(&root());
+    let fetcher = Fetcher::new(&cache_dir("all"));
     let mut names = Vec::new();
     for variant in [Variant::Compat, Variant::Oci] {
         let prefix = format!("mesh-filters-{variant}");
@@ -123,6 +124,13 @@ fn every_module_pushes_in_both_variants_as_the_spec_lays_them_out() {
             let module = module_of(&p);
             let image = image_of(&p, variant);
             let done = &pushed[&p.name];
+            // Pulled back as istio-agent pulls it: the built module, byte
+            // for byte.
+            let got = fetcher
+                .fetch(&done.url, Some(done.sha256()), PullPolicy::Always)
+                .unwrap();
+            assert_eq!(got.origin, Origin::Pulled);
+            assert!(std::fs::read(&got.path).unwrap() == module, "{}", done.url);
             let repo = format!("{prefix}/{}", p.name);
             assert_eq!(done.digest, image.digest, "{repo}");
             assert_eq!(

@@ -48,6 +48,9 @@ use std::time::Duration;
 /// any real filter, low enough that a hostile layer cannot fill the disk.
 pub const MAX_MODULE: u64 = 256 * 1024 * 1024;
 
+/// The largest image config read: configs are a few hundred bytes.
+pub const MAX_CONFIG: u64 = 1024 * 1024;
+
 /// A WasmPlugin's `imagePullPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PullPolicy {
@@ -326,6 +329,12 @@ impl Fetcher {
             ))
         })?;
         // The config is small; reading it verifies its digest like the rest.
+        if manifest.config.size > MAX_CONFIG {
+            return Err(FetchError::BadImage(format!(
+                "the image config {} is {} bytes, over the {MAX_CONFIG}-byte limit",
+                manifest.config.digest, manifest.config.size
+            )));
+        }
         registry.blob(&repository, &manifest.config)?;
         let module = extract(&registry, &repository, &manifest)?;
         if !is_wasm(&module) {
