@@ -112,6 +112,29 @@ fn image_push_prints_each_reference_and_digest_and_repeats_them() {
     assert_eq!(only.keys().collect::<Vec<_>>(), ["canary-router"]);
     assert_ne!(only["canary-router"].1, got["canary-router"].1);
     assert!(stdout3.contains(" oci "), "{stdout3}");
+
+    // SOURCE_DATE_EPOCH, and only it, sets a created time. (Here, in the
+    // same test: both runs write target/images/canary-router.)
+    let dated = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(e2e::envoy::workspace_root())
+        .args(["image", "canary-router"])
+        .env("SOURCE_DATE_EPOCH", "1767225600")
+        .output()
+        .unwrap();
+    assert!(dated.status.success(), "{:?}", text(&dated));
+    let layout = e2e::envoy::target_dir().join("images/canary-router");
+    let back = e2e::image::layout::read(&layout, "0.1.0").unwrap();
+    let manifest: e2e::image::Manifest = serde_json::from_slice(&back.manifest).unwrap();
+    assert_eq!(
+        manifest.annotations["org.opencontainers.image.created"],
+        "2026-01-01T00:00:00Z"
+    );
+    let config: serde_json::Value = serde_json::from_slice(&back.blobs[0].1).unwrap();
+    assert_eq!(config["created"], "2026-01-01T00:00:00Z");
+    assert_ne!(
+        back.descriptor.digest,
+        format!("sha256:{}", got["canary-router"].1)
+    );
 }
 
 #[test]
