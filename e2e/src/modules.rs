@@ -27,6 +27,18 @@ pub enum ModuleOrigin {
     Cached,
 }
 
+/// The module one plugin runs.
+#[derive(Debug, Clone)]
+pub struct Module {
+    pub path: PathBuf,
+    /// Lowercase hex sha256 of the module file.
+    pub sha256: String,
+    pub origin: ModuleOrigin,
+    /// For a pulled module, the digest its url resolved to (the image
+    /// manifest for `oci://`, the module for `http(s)://`).
+    pub digest: Option<String>,
+}
+
 impl Module {
     /// Where the module came from, for the banner: `built here`, `pulled
     /// from <url>, digest <d>`, or the same from the cache.
@@ -40,18 +52,6 @@ impl Module {
             }
         }
     }
-}
-
-/// The module one plugin runs.
-#[derive(Debug, Clone)]
-pub struct Module {
-    pub path: PathBuf,
-    /// Lowercase hex sha256 of the module file.
-    pub sha256: String,
-    pub origin: ModuleOrigin,
-    /// For a pulled module, the digest its url resolved to (the image
-    /// manifest for `oci://`, the module for `http(s)://`).
-    pub digest: Option<String>,
 }
 
 /// How [`resolve`] finds modules.

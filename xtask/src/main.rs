@@ -251,12 +251,14 @@ fn ensure_wasm_bindgen_cli() -> Result<()> {
 
 /// The filter crates: every crate under `filters/` that builds a cdylib
 /// (`cargo metadata`).
-fn filter_crates() -> Result<Vec<String>> {
-    Ok(e2e::image::meta::filter_packages(&root())
-        .map_err(|e| format!("{e:#}"))?
-        .into_iter()
-        .map(|p| p.name)
-        .collect())
+fn filter_packages() -> Result<Vec<e2e::image::meta::Package>> {
+    e2e::image::meta::filter_packages(&root()).map_err(|e| format!("{e:#}"))
+}
+
+/// Whether `output` is missing or older than `input`.
+fn stale(output: &Path, input: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    modified(output).is_none() || modified(output) < modified(input)
 }
 
 /// `cargo build` for the shipped wasm32-wasip1 modules. Paths under
@@ -297,17 +299,21 @@ fn wasm_build() -> Command {
 }
 
 fn build() -> Result<Vec<PathBuf>> {
-    let crates = filter_crates()?;
-    let (composites, singles): (Vec<&String>, Vec<&String>) = crates
+    build_packages(&filter_packages()?)
+}
+
+/// Builds `packages` (the filter crates) and returns their module files.
+fn build_packages(packages: &[e2e::image::meta::Package]) -> Result<Vec<PathBuf>> {
+    let (composites, singles): (Vec<_>, Vec<_>) = packages
         .iter()
-        .partition(|c| COMPOSITES.contains(&c.as_str()));
+        .partition(|p| COMPOSITES.contains(&p.name.as_str()));
     let mut cmd = wasm_build();
-    for c in &singles {
-        cmd.args(["-p", c]);
+    for p in &singles {
+        cmd.args(["-p", &p.name]);
     }
     step("build the filters (wasm32-wasip1, release)", &mut cmd)?;
     let dir = e2e::harness::module_dir();
-    for c in composites {
+    for p in composites {
         // Its filter dependencies build without their `export` feature. A
         // cdylib's files carry no feature hash, so in the shared target
         // directory that build would replace the single-filter one, and
@@ -315,14 +321,15 @@ fn build() -> Result<Vec<PathBuf>> {
         // both warm; the module is copied next to the others.
         let own = e2e::envoy::target_dir().join("composites");
         step(
-            &format!("build {c} (wasm32-wasip1, release)"),
-            wasm_build().args(["-p", c]).arg("--target-dir").arg(&own),
+            &format!("build {} (wasm32-wasip1, release)", p.name),
+            wasm_build()
+                .args(["-p", &p.name])
+                .arg("--target-dir")
+                .arg(&own),
         )?;
-        let file = format!("{}.wasm", c.replace('-', "_"));
-        let built = own.join("wasm32-wasip1/release").join(&file);
-        let shipped = dir.join(&file);
-        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        if modified(&shipped).is_none() || modified(&shipped) < modified(&built) {
+        let built = own.join("wasm32-wasip1/release").join(p.module_file());
+        let shipped = dir.join(p.module_file());
+        if stale(&shipped, &built) {
             std::fs::copy(&built, &shipped).map_err(|e| {
                 format!(
                     "copying {} to {}: {e}",
@@ -332,15 +339,11 @@ fn build() -> Result<Vec<PathBuf>> {
             })?;
         }
     }
-    let modules: Vec<PathBuf> = crates
-        .iter()
-        .map(|c| dir.join(format!("{}.wasm", c.replace('-', "_"))))
-        .collect();
+    let modules: Vec<PathBuf> = packages.iter().map(|p| dir.join(p.module_file())).collect();
     for m in &modules {
         // Only when cargo rebuilt it: wasm-opt output is newer than its input.
         let stamp = m.with_extension("wasm-opt.stamp");
-        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        if modified(&stamp).is_none() || modified(&stamp) < modified(m) {
+        if stale(&stamp, m) {
             step(
                 &format!("wasm-opt -Oz {}", relative(m)),
                 Command::new("wasm-opt")
@@ -412,22 +415,22 @@ fn test() -> Result<()> {
             "warnings",
         ]),
     )?;
-    let crates = filter_crates()?;
+    let packages = filter_packages()?;
     let mut wasm_clippy = cargo();
     wasm_clippy.args(["clippy", "--target", "wasm32-wasip1", "--lib", "-p", "kit"]);
-    for c in &crates {
-        wasm_clippy.args(["-p", c]);
+    for p in &packages {
+        wasm_clippy.args(["-p", &p.name]);
     }
     step(
         "clippy (wasm32-wasip1)",
         wasm_clippy.args(["--", "-D", "warnings"]),
     )?;
-    build()?;
+    build_packages(&packages)?;
     // The decision logic as wasm32 under Node (wasm-bindgen-test).
     let mut wasm_tests = cargo();
     wasm_tests.args(["test", "--target", "wasm32-unknown-unknown"]);
-    for c in &crates {
-        wasm_tests.args(["-p", c]);
+    for p in &packages {
+        wasm_tests.args(["-p", &p.name]);
     }
     step("wasm32 tests under Node", wasm_tests.args(["--test", "*"]))?;
     // Native unit tests and the e2e tests in real Envoy, last, so the run
@@ -526,7 +529,7 @@ fn image(args: &[String]) -> Result<()> {
         Some(t) => Some(push_target(t)?),
         None => None,
     };
-    let packages = e2e::image::meta::filter_packages(&root()).map_err(|e| format!("{e:#}"))?;
+    let packages = filter_packages()?;
     for name in &args.names {
         if !packages.iter().any(|p| &p.name == name) {
             let known: Vec<&str> = packages.iter().map(|p| p.name.as_str()).collect();
@@ -543,7 +546,7 @@ fn image(args: &[String]) -> Result<()> {
         None => None,
     };
     setup(Needs::Build)?;
-    build()?;
+    build_packages(&packages)?;
     let selected: Vec<&e2e::image::meta::Package> = packages
         .iter()
         .filter(|p| args.names.is_empty() || args.names.contains(&p.name))

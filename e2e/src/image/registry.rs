@@ -421,7 +421,8 @@ impl Registry {
         blob: &Blob,
         what: &str,
     ) -> Result<(), RegistryError> {
-        let reference = self.tagged(repository, "upload");
+        // Blob requests name the repository; the digest is the blob's own.
+        let reference = self.by_digest(repository, &blob.digest);
         let image = format!("{}/{repository}", self.host);
         let exists = self
             .runtime
