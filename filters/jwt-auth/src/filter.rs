@@ -1,18 +1,25 @@
 //! The JWT filter over [`kit::Host`]: pick the rule, find the token, verify
 //! it (cache, keys shared across workers, a pause while keys are fetched),
 //! then forward claims or answer 401/403.
+//!
+//! This is the glue between Envoy's callbacks and the rest of the crate: the
+//! token is found by `extract`, signatures may be checked by the host through
+//! `host_crypto`, and the headers of an allowed request are written by
+//! `rewrite`.
 
 use crate::cache::{Entry, TokenCache};
 use crate::config::{self, Config, JwksSource, Location, Requires};
+use crate::extract;
+use crate::host_crypto::HostCrypto;
 use crate::jwks::KeySet;
+use crate::rewrite;
 use crate::sync::{FetchOutcome, RemoteKeys};
 use crate::token::{self, Reject};
-use crate::verify::{self, SignatureHost};
+use crate::verify;
 use kit::{
-    Action, ConfigError, Filter, Headers, Host, HostError, HttpCallResponse, HttpFilter, MapType,
-    MetricType, Wake,
+    Action, ConfigError, Filter, Headers, Host, HttpCallResponse, HttpFilter, MapType, MetricType,
+    Wake,
 };
-use serde_json::Value;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -181,86 +188,6 @@ impl Filter for JwtAuth {
     }
 }
 
-/// Envoy's `verify_signature` foreign function (BoringSSL), with its
-/// protobuf arguments written by hand.
-struct HostCrypto<'a> {
-    host: &'a dyn Host,
-    available: &'a Cell<Option<bool>>,
-}
-
-fn proto_field(out: &mut Vec<u8>, field: u8, bytes: &[u8]) {
-    out.push(field << 3 | 2);
-    let mut len = bytes.len();
-    loop {
-        let b = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    }
-    out.extend_from_slice(bytes);
-}
-
-/// `VerifySignatureResult.result` (field 1, varint); other fields skipped.
-fn proto_result(bytes: &[u8]) -> bool {
-    let mut i = 0;
-    while i < bytes.len() {
-        let tag = bytes[i];
-        i += 1;
-        let mut value: u64 = 0;
-        let mut shift = 0;
-        match tag & 7 {
-            0 | 2 => {
-                while i < bytes.len() {
-                    let b = bytes[i];
-                    i += 1;
-                    value |= u64::from(b & 0x7f) << shift.min(63);
-                    shift += 7;
-                    if b & 0x80 == 0 {
-                        break;
-                    }
-                }
-                if tag == 0x08 {
-                    return value == 1;
-                }
-                if tag & 7 == 2 {
-                    i = i.saturating_add(value as usize);
-                }
-            }
-            _ => return false,
-        }
-    }
-    false
-}
-
-impl SignatureHost for HostCrypto<'_> {
-    fn verify_signature(&self, hash: &str, spki: &[u8], sig: &[u8], text: &[u8]) -> Option<bool> {
-        if self.available.get() == Some(false) {
-            return None;
-        }
-        let mut args = Vec::with_capacity(spki.len() + sig.len() + text.len() + 32);
-        proto_field(&mut args, 1, hash.as_bytes());
-        proto_field(&mut args, 2, spki);
-        proto_field(&mut args, 3, sig);
-        proto_field(&mut args, 4, text);
-        match self.host.call_foreign_function("verify_signature", &args) {
-            Ok(result) => {
-                self.available.set(Some(true));
-                Some(result.is_some_and(|r| proto_result(&r)))
-            }
-            Err(HostError::NotFound) | Err(HostError::Unimplemented) => {
-                log::info!("the host has no verify_signature; verifying with jwt-simple");
-                self.available.set(Some(false));
-                None
-            }
-            // A key BoringSSL will not import, or any other failure: invalid.
-            Err(_) => Some(false),
-        }
-    }
-}
-
 /// Why a request waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WaitFor {
@@ -268,6 +195,18 @@ enum WaitFor {
     Keys,
     /// A refetch for an unknown `kid`; the version seen when it was asked.
     Refetch(u64),
+}
+
+/// The refusal for a wait that ends without its answer (the keys never came,
+/// or the refetch did not publish the `kid`); one mapping for every place a
+/// wait gives up.
+impl From<WaitFor> for Reject {
+    fn from(why: WaitFor) -> Reject {
+        match why {
+            WaitFor::Keys => Reject::NoKeys,
+            WaitFor::Refetch(_) => Reject::UnknownKid,
+        }
+    }
 }
 
 struct Waiting {
@@ -294,100 +233,6 @@ fn is_cors_preflight(h: &Headers) -> bool {
     h.get(":method") == Some(b"OPTIONS")
         && h.contains("origin")
         && h.contains("access-control-request-method")
-}
-
-/// Finds the token in the first location that holds one. The prefix is
-/// compared as bytes (slicing text there could split a character), and a
-/// token that is not UTF-8 is still a token: it fails the parse and is
-/// refused, rather than counting as missing (which would let an `optional`
-/// rule pass it, or a later location decide while it reaches the upstream).
-fn extract(h: &Headers, locations: &[&Location]) -> Option<(String, Location)> {
-    for loc in locations {
-        let found = match loc {
-            Location::Header { name, prefix } => h.get(name).and_then(|v| {
-                let prefix = prefix.as_bytes();
-                let t = v
-                    .get(..prefix.len())
-                    .filter(|head| head.eq_ignore_ascii_case(prefix))
-                    .map(|_| &v[prefix.len()..])?;
-                Some(String::from_utf8_lossy(t).trim().to_string())
-            }),
-            Location::Param(name) => h
-                .query_param(name)
-                .map(|v| String::from_utf8_lossy(&v).into_owned()),
-            Location::Cookie(name) => h
-                .cookie(name)
-                .map(|v| String::from_utf8_lossy(v).into_owned()),
-        };
-        if let Some(t) = found.filter(|t| !t.is_empty()) {
-            return Some((t, (*loc).clone()));
-        }
-    }
-    None
-}
-
-/// A claim as a header value: strings, numbers and booleans as they are,
-/// arrays joined with commas; anything with control characters is dropped.
-fn claim_value(v: &Value) -> Option<String> {
-    let s = match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| match i {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                Value::Bool(b) => Some(b.to_string()),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()?
-            .join(","),
-        _ => return None,
-    };
-    (!s.bytes().any(|b| b.is_ascii_control())).then_some(s)
-}
-
-/// A claim by name; a dotted name (`realm_access.roles`) reaches into
-/// objects when no top-level claim has that name.
-fn claim_at<'a>(claims: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a Value> {
-    claims.get(name).or_else(|| {
-        let mut parts = name.split('.');
-        let first = claims.get(parts.next()?)?;
-        parts.try_fold(first, |v, part| v.get(part))
-    })
-}
-
-/// The query string without parameter `name`.
-fn path_without_param(path: &[u8], name: &str) -> Vec<u8> {
-    let Some(q) = path.iter().position(|b| *b == b'?') else {
-        return path.to_vec();
-    };
-    let kept: Vec<&[u8]> = path[q + 1..]
-        .split(|b| *b == b'&')
-        .filter(|pair| {
-            let key = pair.split(|b| *b == b'=').next().unwrap_or_default();
-            kit::headers::percent_decode(key) != name.as_bytes()
-        })
-        .collect();
-    let mut out = path[..q].to_vec();
-    if !kept.is_empty() {
-        out.push(b'?');
-        out.extend_from_slice(&kept.join(&b'&'));
-    }
-    out
-}
-
-fn cookie_without(header: &[u8], name: &str) -> Vec<u8> {
-    header
-        .split(|b| *b == b';')
-        .map(<[u8]>::trim_ascii)
-        .filter(|c| {
-            let key = c.split(|b| *b == b'=').next().unwrap_or_default();
-            key.trim_ascii() != name.as_bytes()
-        })
-        .collect::<Vec<_>>()
-        .join(&b"; "[..])
 }
 
 impl JwtHttp {
@@ -442,10 +287,7 @@ impl JwtHttp {
                 why: WaitFor::Keys,
             };
         }
-        let crypto = HostCrypto {
-            host,
-            available: &f.host_crypto,
-        };
+        let crypto = HostCrypto::new(host, &f.host_crypto);
         let mut result = verify::verify(&parsed, index, provider, &keys, now, &crypto);
         // Another worker may have published new keys since this one last
         // polled (every TICK): read them before refusing the kid or asking
@@ -486,41 +328,7 @@ impl JwtHttp {
     /// Forwards the payload and claims; strips the token unless told not to.
     fn allow(&self, host: &dyn Host, entry: &Entry, location: &Location) {
         let f = &*self.filter;
-        let p = &f.config.providers[entry.provider];
-        let req = MapType::RequestHeaders;
-        if let Some(h) = &p.payload_header {
-            let _ = host.set_header(req, h, entry.payload_b64.as_bytes());
-        }
-        for (header, claim) in &p.claim_headers {
-            if let Some(v) = claim_at(&entry.claims, claim).and_then(claim_value) {
-                let _ = host.set_header(req, header, v.as_bytes());
-            }
-        }
-        if !p.forward_original_token {
-            let result = match location {
-                Location::Header { name, .. } => host.remove_header(req, name),
-                Location::Param(name) => match host.header(req, ":path") {
-                    Ok(Some(path)) => {
-                        host.set_header(req, ":path", &path_without_param(&path, name))
-                    }
-                    other => other.map(|_| ()),
-                },
-                Location::Cookie(name) => match host.header(req, "cookie") {
-                    Ok(Some(c)) => {
-                        let rest = cookie_without(&c, name);
-                        if rest.is_empty() {
-                            host.remove_header(req, "cookie")
-                        } else {
-                            host.set_header(req, "cookie", &rest)
-                        }
-                    }
-                    other => other.map(|_| ()),
-                },
-            };
-            if let Err(e) = result {
-                log::warn!("cannot remove the token from the request: {e}");
-            }
-        }
+        rewrite::forward(host, &f.config.providers[entry.provider], entry, location);
         f.metrics.bump(host, "allowed");
     }
 
@@ -563,8 +371,7 @@ impl JwtHttp {
 impl HttpFilter for JwtHttp {
     fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Action {
         let f = Rc::clone(&self.filter);
-        let req = MapType::RequestHeaders;
-        let headers = match host.headers(req) {
+        let headers = match host.headers(MapType::RequestHeaders) {
             Ok(h) => h,
             Err(e) => {
                 log::warn!("cannot read request headers: {e}");
@@ -573,11 +380,7 @@ impl HttpFilter for JwtHttp {
             }
         };
         // Output headers are the filter's alone, whatever the rule.
-        for h in &f.config.output_headers {
-            if headers.contains(h) {
-                let _ = host.remove_header(req, h);
-            }
-        }
+        rewrite::strip_output_headers(host, &headers, &f.config.output_headers);
         let path = headers.path_without_query().unwrap_or(b"/");
         let Some(rule) = f.config.rules.iter().find(|r| r.path.matches(path)) else {
             self.forbid(host);
@@ -595,7 +398,7 @@ impl HttpFilter for JwtHttp {
             .iter()
             .flat_map(|&i| f.config.providers[i].locations.iter())
             .collect();
-        let Some((token, location)) = extract(&headers, &locations) else {
+        let Some((token, location)) = extract::find_token(&headers, &locations) else {
             if optional {
                 return Action::Continue;
             }
@@ -639,13 +442,7 @@ impl HttpFilter for JwtHttp {
         };
         if !ready {
             if timed_out {
-                self.deny(
-                    host,
-                    match w.why {
-                        WaitFor::Keys => Reject::NoKeys,
-                        WaitFor::Refetch(_) => Reject::UnknownKid,
-                    },
-                );
+                self.deny(host, w.why.into());
                 return Wake::Done;
             }
             self.waiting = Some(w);
@@ -662,13 +459,7 @@ impl HttpFilter for JwtHttp {
             }
             // Still unknown after the refetch, or a second wait: refuse.
             Decision::Wait { why, .. } => {
-                self.deny(
-                    host,
-                    match why {
-                        WaitFor::Keys => Reject::NoKeys,
-                        WaitFor::Refetch(_) => Reject::UnknownKid,
-                    },
-                );
+                self.deny(host, why.into());
                 Wake::Done
             }
         }
