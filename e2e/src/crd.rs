@@ -14,9 +14,18 @@
 //!   does not preserve unknown fields, so an unknown field is an error;
 //!   `metadata` is checked loosely (a DNS-subdomain `name` is required);
 //! - `x-kubernetes-list-type` map/set uniqueness is checked;
-//! - the `x-kubernetes-validations` CEL rules are evaluated by hand: every
-//!   rule text the CRDs file contains is implemented in [`cel`], and a rule
-//!   this module does not know is reported as an error rather than skipped.
+//! - the `x-kubernetes-validations` CEL rules are evaluated by a real CEL
+//!   interpreter, the `cel` crate (cel-rust), as the API server evaluates
+//!   them with cel-go: each rule is compiled once per distinct text, then
+//!   run with `self` bound to the value at the rule's schema node (skipped
+//!   when that value is not of the node's type, which the schema check
+//!   reports). Recognising rules by their text instead would break on every
+//!   update of the CRDs file, and whatever rule a new file brings is checked
+//!   as written. [`cel`] adds the Kubernetes CEL functions the rules call
+//!   and the crate lacks (`isURL`, `url(...).getScheme()`, `duration` with
+//!   Go's syntax). A rule that does not compile or cannot be evaluated (an
+//!   unknown function, a type error, a result that is not a bool) is an
+//!   error for its path, naming the rule and why, never a pass.
 //!
 //! Errors name the JSON path of the problem: `spec.match[0].mode: ...`.
 
@@ -67,6 +76,8 @@ pub fn parse_yaml_documents(text: &str) -> Result<Vec<Value>, String> {
 pub struct Crds {
     /// Keyed by (`group/version`, kind).
     versions: BTreeMap<(String, String), CrdVersion>,
+    /// The CEL rules of every version, each compiled on first use.
+    rules: cel::Rules,
 }
 
 struct CrdVersion {
@@ -125,7 +136,10 @@ impl Crds {
         if versions.is_empty() {
             return Err("no CustomResourceDefinition found".to_string());
         }
-        Ok(Crds { versions })
+        Ok(Crds {
+            versions,
+            rules: cel::Rules::new()?,
+        })
     }
 
     /// The `(apiVersion, kind)` pairs served.
@@ -163,7 +177,7 @@ impl Crds {
             .iter_errors(&doc)
             .flat_map(|e| describe(&e, &doc, &crd.strict))
             .collect();
-        check_extensions(&crd.schema, &doc, "", &mut errors);
+        check_extensions(&self.rules, &crd.schema, &doc, "", &mut errors);
         let mut seen = BTreeSet::new();
         errors.retain(|e| seen.insert(e.clone()));
         if errors.is_empty() {
@@ -506,29 +520,40 @@ fn describe(e: &jsonschema::ValidationError<'_>, doc: &Value, strict: &Value) ->
 }
 
 /// The Kubernetes extensions JSON Schema has no keyword for: list-type
-/// uniqueness and the CEL rules.
-fn check_extensions(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
+/// uniqueness and the CEL rules. A node's rules are skipped when its value
+/// is not of the node's type: the schema check reports that, and the API
+/// server runs no rule on such a value.
+fn check_extensions(
+    rules: &cel::Rules,
+    schema: &Value,
+    value: &Value,
+    path: &str,
+    errors: &mut Vec<String>,
+) {
     let Some(s) = schema.as_object() else { return };
     if value.is_null() {
         return;
     }
-    if let Some(rules) = s.get("x-kubernetes-validations").and_then(Value::as_array) {
-        for rule in rules {
-            let text = rule["rule"].as_str().unwrap_or("");
-            let message = rule["message"].as_str().unwrap_or("failed rule");
-            match cel::eval(text, value) {
-                Ok(true) => {}
-                Ok(false) => errors.push(format!(
-                    "{}: Invalid value: {}: {message}",
-                    shown(path),
-                    brief(value)
-                )),
-                Err(why) => errors.push(format!(
-                    "{}: Invalid value: {}: {message} ({why})",
-                    shown(path),
-                    brief(value)
-                )),
-            }
+    let validations = s
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .filter(|_| has_schema_type(s, value));
+    for rule in validations.into_iter().flatten() {
+        let text = rule["rule"].as_str().unwrap_or("");
+        let message = rule["message"].as_str().unwrap_or("failed rule");
+        match rules.eval(text, value, schema) {
+            Ok(true) => {}
+            Ok(false) => errors.push(format!(
+                "{}: Invalid value: {}: {message}",
+                shown(path),
+                brief(value)
+            )),
+            Err(why) => errors.push(format!(
+                "{}: Invalid value: {}: {message} (rule `{}` {why})",
+                shown(path),
+                brief(value),
+                text.split_whitespace().collect::<Vec<_>>().join(" ")
+            )),
         }
     }
     if let Value::Array(items) = value {
@@ -540,18 +565,33 @@ fn check_extensions(schema: &Value, value: &Value, path: &str, errors: &mut Vec<
             let extra = s.get("additionalProperties").filter(|a| a.is_object());
             for (k, v) in map {
                 if let Some(fs) = props.and_then(|p| p.get(k)).or(extra) {
-                    check_extensions(fs, v, &join_key(path, k), errors);
+                    check_extensions(rules, fs, v, &join_key(path, k), errors);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(item_schema) = s.get("items") {
                 for (i, v) in items.iter().enumerate() {
-                    check_extensions(item_schema, v, &join_index(path, i), errors);
+                    check_extensions(rules, item_schema, v, &join_index(path, i), errors);
                 }
             }
         }
         _ => {}
+    }
+}
+
+/// Whether `value` has the `type` of schema `s` (any, when it names none).
+fn has_schema_type(s: &Map<String, Value>, value: &Value) -> bool {
+    let int_or_string = s.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    match s.get("type").and_then(Value::as_str) {
+        _ if int_or_string => value.is_string() || value.is_i64() || value.is_u64(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("number") => value.is_number(),
+        Some("boolean") => value.is_boolean(),
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        _ => true,
     }
 }
 
@@ -594,193 +634,266 @@ fn check_list_type(s: &Map<String, Value>, items: &[Value], path: &str, errors: 
     }
 }
 
-/// The `x-kubernetes-validations` rules of the Istio CRDs, implemented by
-/// hand: there is no CEL interpreter among the dependencies. Rules are
-/// matched by their text (whitespace collapsed); a rule not listed here is
-/// an error, so a newer CRDs file cannot silently weaken the check.
+/// The `x-kubernetes-validations` rules, compiled and evaluated with the
+/// `cel` crate (cel-rust), plus the functions of the Kubernetes CEL
+/// libraries the Istio CRDs use and the crate lacks.
 pub mod cel {
+    use ::cel::common::traits::Comparer;
+    use ::cel::common::types::{
+        CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt, Type,
+    };
+    use ::cel::common::value::{StaticVal, Val};
+    use ::cel::{Context, DeclarationError, Env, ExecutionError, Program, Value as CelValue};
     use serde_json::Value;
+    use std::any::Any;
+    use std::cmp::Ordering;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, PoisonError};
 
-    /// Evaluates `rule` with `self` bound to `value`. `Ok(true)` also when
-    /// `value` has the wrong type: the schema check reports that. `Err` for
-    /// an unknown rule or a CEL evaluation error (which fails the rule).
-    pub fn eval(rule: &str, value: &Value) -> Result<bool, String> {
-        let rule = rule.split_whitespace().collect::<Vec<_>>().join(" ");
-        let str_self = || value.as_str();
-        let obj = || value.as_object();
-        let has = |field: &str| obj().is_some_and(|o| o.contains_key(field));
-        let field_str = |field: &str| obj().and_then(|o| o.get(field)).and_then(Value::as_str);
-        let keys = || obj().into_iter().flat_map(|o| o.keys());
-        Ok(match rule.as_str() {
-            // WasmPlugin (and others): label selectors, target references.
-            r#"!self.contains("*")"# => str_self().is_none_or(|s| !s.contains('*')),
-            r#"self.all(key, !key.contains("*"))"# => keys().all(|k| !k.contains('*')),
-            r#"self.all(key, key.size() != 0)"# => keys().all(|k| !k.is_empty()),
-            "self.size() == 0" => str_self().is_none_or(str::is_empty),
-            // WasmPlugin spec.url.
-            r#"isURL(self) ? (url(self).getScheme() in ["", "http", "https", "oci", "file"]) : (isURL("http://" + self) && url("http://" + self).getScheme() in ["", "http", "https", "oci", "file"])"# => {
-                match str_self() {
-                    None => true,
-                    Some(s) => match parse_request_uri(s) {
-                        Ok(scheme) => {
-                            ["", "http", "https", "oci", "file"].contains(&scheme.as_str())
-                        }
-                        Err(_) => parse_request_uri(&format!("http://{s}")).is_ok(),
-                    },
-                }
-            }
-            // WasmPlugin spec.vmConfig.env[].
-            r#"(has(self.valueFrom) ? self.valueFrom : "") != "HOST" || !has(self.value)"# => {
-                field_str("valueFrom") != Some("HOST") || !has("value")
-            }
-            "duration(self) >= duration('1ms')" => match str_self() {
-                None => true,
-                Some(s) => parse_go_duration(s)? >= 1_000_000,
-            },
-            "0 < self && self <= 65535" => value.as_i64().is_none_or(|n| 0 < n && n <= 65535),
-            r#"self != "*""# => str_self() != Some("*"),
-            r#"has(self.context) ? ((self.context == "WAYPOINT") ? has(self.waypoint) : !has(self.waypoint)) : !has(self.waypoint)"# => {
-                if field_str("context") == Some("WAYPOINT") {
-                    has("waypoint")
-                } else {
-                    !has("waypoint")
-                }
-            }
-            r#"self.startsWith("unix://") ? (self.substring(7, 8) == "/" || self.substring(7, 8) == "@") : true"# => {
-                match str_self().and_then(|s| s.strip_prefix("unix://")) {
-                    None => true,
-                    Some(rest) => match rest.chars().next() {
-                        Some(c) => c == '/' || c == '@',
-                        None => return Err("substring: index out of range".to_string()),
-                    },
-                }
-            }
-            r#"self.startsWith("unix://") ? !self.endsWith("/") : true"# => {
-                str_self().is_none_or(|s| !(s.starts_with("unix://") && s.ends_with('/')))
-            }
-            r#"self.all(key, size(key) < 63 && key.matches("^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$"))"# => {
-                keys().all(|k| k.chars().count() < 63 && is_port_name(k))
-            }
-            "has(self.address) || has(self.network)" => {
-                obj().is_none() || has("address") || has("network")
-            }
-            r#"(has(self.address) ? self.address : "").startsWith("unix://") ? !has(self.ports) : true"# => {
-                !(field_str("address").is_some_and(|a| a.starts_with("unix://")) && has("ports"))
-            }
-            "self.all(l1, self.exists_one(l2, l1.number == l2.number))" => {
-                let numbers: Vec<&Value> = value
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|item| item.get("number").unwrap_or(&Value::Null))
-                    .collect();
-                numbers
-                    .iter()
-                    .all(|n| numbers.iter().filter(|m| *m == n).count() == 1)
-            }
-            r#"!((has(self.addresses) ? self.addresses : []).exists(k, k.contains("/")) && !((has(self.resolution) ? self.resolution : "NONE") in ["STATIC", "NONE"]))"# =>
-            {
-                let cidr = obj()
-                    .and_then(|o| o.get("addresses"))
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .any(|a| a.as_str().is_some_and(|a| a.contains('/')));
-                let resolution = field_str("resolution").unwrap_or("NONE");
-                !cidr || ["STATIC", "NONE"].contains(&resolution)
-            }
-            r#"((has(self.resolution) ? self.resolution : "NONE") == "NONE") ? !has(self.endpoints) : true"# => {
-                obj().is_none()
-                    || field_str("resolution").unwrap_or("NONE") != "NONE"
-                    || !has("endpoints")
-            }
-            r#"((has(self.resolution) ? self.resolution : "") == "DNS_ROUND_ROBIN") ? ((has(self.endpoints) ? self.endpoints : []).size() <= 1) : true"# => {
-                field_str("resolution") != Some("DNS_ROUND_ROBIN")
-                    || obj()
-                        .and_then(|o| o.get("endpoints"))
-                        .and_then(Value::as_array)
-                        .is_none_or(|e| e.len() <= 1)
-            }
-            r#"(has(self.serviceAccounts) || has(self.notServiceAccounts)) ? (!has(self.principals) && !has(self.notPrincipals) && !has(self.namespaces) && !has(self.notNamespaces)) : true"# => {
-                !(has("serviceAccounts") || has("notServiceAccounts"))
-                    || !["principals", "notPrincipals", "namespaces", "notNamespaces"]
-                        .iter()
-                        .any(|f| has(f))
-            }
-            "self.all(key, 0 < int(key) && int(key) <= 65535)" => {
-                for k in keys() {
-                    let n: i64 = k
-                        .parse()
-                        .map_err(|_| format!("int({k:?}): not an integer"))?;
-                    if !(0 < n && n <= 65535) {
-                        return Ok(false);
-                    }
-                }
-                true
-            }
-            "has(self.portLevelMtls) ? (((has(self.selector) && has(self.selector.matchLabels)) ? self.selector.matchLabels : {}).size() > 0) : true" => {
-                !has("portLevelMtls")
-                    || obj()
-                        .and_then(|o| o.get("selector"))
-                        .and_then(|s| s.get("matchLabels"))
-                        .and_then(Value::as_object)
-                        .is_some_and(|m| !m.is_empty())
-            }
-            r#"url(self).getScheme() in ["http", "https"]"# => match str_self() {
-                None => true,
-                Some(s) => {
-                    let scheme = parse_request_uri(s).map_err(|e| format!("url: {e}"))?;
-                    scheme == "http" || scheme == "https"
-                }
-            },
-            r#"((has(self.operation) ? self.operation : "") == "UPSERT") ? (self.value != "") : true"# => {
-                if field_str("operation") == Some("UPSERT") {
-                    match field_str("value") {
-                        Some(v) => !v.is_empty(),
-                        None => return Err("no such key: value".to_string()),
-                    }
-                } else {
-                    true
-                }
-            }
-            r#"((has(self.operation) ? self.operation : "") == "REMOVE") ? !has(self.value) : true"# => {
-                field_str("operation") != Some("REMOVE") || !has("value")
-            }
-            _ => {
-                if let Some(fields) = at_most_one_of(&rule) {
-                    fields.iter().filter(|f| has(f)).count() <= 1
-                } else {
-                    return Err(format!(
-                        "CEL rule not implemented in e2e/src/crd.rs, add it to cel::eval: {rule}"
-                    ));
-                }
-            }
-        })
+    /// The environment rules run in, and each distinct rule compiled once.
+    pub struct Rules {
+        env: Arc<Env>,
+        /// Keyed by the rule's text; a rule that does not compile keeps its
+        /// parse error, reported each time the rule applies.
+        programs: Mutex<HashMap<String, Arc<Result<Program, String>>>>,
     }
 
-    /// `(has(self.a) ? 1 : 0) + (has(self.b) ? 1 : 0) <= 1` → `[a, b]`.
-    fn at_most_one_of(rule: &str) -> Option<Vec<&str>> {
-        let sum = rule.strip_suffix(" <= 1")?;
-        sum.split(" + ")
-            .map(|term| {
-                term.strip_prefix("(has(self.")?
-                    .strip_suffix(") ? 1 : 0)")
-                    .filter(|f| f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    impl Rules {
+        /// The API server's environment, as far as the CRDs need it: the
+        /// standard library with its macros (`has`, `all`, `exists`,
+        /// `exists_one`...) and `matches` (RE2 syntax, through `regex`), the
+        /// strings extension (`substring`, `indexOf`, ...: cel-go's
+        /// `ext.Strings`, which Kubernetes enables), and [`kubernetes`].
+        pub fn new() -> Result<Rules, String> {
+            let mut env = Env::stdlib();
+            env.add_extension(::cel::extensions::strings)
+                .and_then(|()| env.add_extension(kubernetes))
+                .map_err(|e| format!("cannot set up the CEL environment: {e}"))?;
+            Ok(Rules {
+                env: Arc::new(env),
+                programs: Mutex::default(),
             })
-            .collect()
-    }
+        }
 
-    fn is_port_name(k: &str) -> bool {
-        let b = k.as_bytes();
-        let inner = |c: &u8| c.is_ascii_alphanumeric() || *c == b'-';
-        match (b.first(), b.last()) {
-            (Some(f), Some(l)) => {
-                f.is_ascii_alphanumeric() && l.is_ascii_alphanumeric() && b.iter().all(inner)
+        /// `rule` compiled, or why it does not compile; compiled on first use.
+        pub fn compile(&self, rule: &str) -> Arc<Result<Program, String>> {
+            let mut programs = self.programs.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(program) = programs.get(rule) {
+                return Arc::clone(program);
             }
-            _ => false,
+            let program = Arc::new(self.env.compile(rule).map_err(|e| one_line(&e.to_string())));
+            programs.insert(rule.to_string(), Arc::clone(&program));
+            program
+        }
+
+        /// Evaluates `rule` with `self` bound to `value`, typed by `schema`
+        /// (the schema node that holds the rule: a `number` is a double).
+        /// `Err` says why the rule could not be compiled or evaluated, or
+        /// that it gave no bool: the caller fails the rule with it.
+        pub fn eval(&self, rule: &str, value: &Value, schema: &Value) -> Result<bool, String> {
+            let program = self.compile(rule);
+            let program = match program.as_ref() {
+                Ok(program) => program,
+                Err(e) => return Err(format!("does not compile: {e}")),
+            };
+            let mut context = Context::with_env(Arc::clone(&self.env));
+            context.add_variable_as_val("self", to_val(value, schema));
+            match program.execute(&context) {
+                Ok(CelValue::Bool(b)) => Ok(b),
+                Ok(other) => Err(format!("gives {other:?}, not a bool")),
+                Err(e) => Err(format!("cannot be evaluated: {}", one_line(&e.to_string()))),
+            }
+        }
+
+        /// Whether `function`, as a rule calls it, is declared: as a global
+        /// function, `f(...)`, or as a member one, `x.f(...)`. Calling it
+        /// with no arguments tells: an undeclared name is an undeclared
+        /// reference, a declared one has no overload for that call.
+        pub fn declares(&self, function: &str) -> bool {
+            let context = Context::with_env(Arc::clone(&self.env));
+            [format!("{function}()"), format!("null.{function}()")]
+                .iter()
+                .any(|probe| match self.env.compile(probe) {
+                    Ok(program) => !matches!(
+                        program.execute(&context),
+                        Err(ExecutionError::UndeclaredReference(_))
+                    ),
+                    Err(_) => false,
+                })
         }
     }
 
+    /// A parse or evaluation error on one line, as error lines name one path
+    /// each; without the parser's source excerpt (`| self >`, `| ......^`),
+    /// which the line quotes the rule for anyway.
+    fn one_line(text: &str) -> String {
+        text.lines()
+            .filter(|line| !line.trim_start().starts_with('|'))
+            .flat_map(str::split_whitespace)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// A manifest value as the CEL value the API server binds: JSON types
+    /// as CEL's, an integer as an `int` unless its schema says `number`.
+    /// Strings are borrowed, not copied. Unlike the API server, a string of
+    /// `format: date-time` or `byte` stays a string: no rule of the CRDs
+    /// file reaches one.
+    fn to_val<'v>(value: &'v Value, schema: &Value) -> Box<dyn Val + 'v> {
+        match value {
+            Value::Null => Box::new(CelNull),
+            Value::Bool(b) => Box::new(CelBool::from(*b)),
+            Value::Number(n) => {
+                let double = schema.get("type").and_then(Value::as_str) == Some("number");
+                match (n.as_i64(), n.as_u64()) {
+                    (Some(i), _) if !double => Box::new(CelInt::from(i)),
+                    (None, Some(u)) if !double => Box::new(CelUInt::from(u)),
+                    _ => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+                }
+            }
+            Value::String(s) => Box::new(CelString::from(s.as_str())),
+            Value::Array(items) => {
+                let item_schema = schema.get("items").unwrap_or(&Value::Null);
+                let items: Vec<Box<dyn Val + 'v>> =
+                    items.iter().map(|item| to_val(item, item_schema)).collect();
+                Box::new(CelList::from(items))
+            }
+            Value::Object(map) => {
+                let props = schema.get("properties");
+                let extra = schema.get("additionalProperties");
+                let entries: HashMap<CelMapKey<'v>, Box<dyn Val + 'v>> = map
+                    .iter()
+                    .map(|(k, v)| {
+                        let field_schema = props
+                            .and_then(|p| p.get(k))
+                            .or(extra)
+                            .unwrap_or(&Value::Null);
+                        (CelMapKey::from(k.as_str()), to_val(v, field_schema))
+                    })
+                    .collect();
+                Box::new(CelMap::from(entries))
+            }
+        }
+    }
+
+    /// The functions of the Kubernetes CEL libraries that the CRDs call and
+    /// the crate lacks, with the API server's semantics:
+    ///
+    /// - `isURL(string) -> bool` and `url(string) -> kubernetes.URL`, with
+    ///   `getScheme()`: Kubernetes' URL library, which parses with Go's
+    ///   `url.ParseRequestURI` ([`parse_request_uri`]);
+    /// - `duration(string) -> google.protobuf.Duration`, compared with `<`,
+    ///   `<=`, `>`, `>=`, `==`: cel-go parses with Go's `time.ParseDuration`
+    ///   ([`parse_go_duration`]). The crate's own `duration()` (its `chrono`
+    ///   feature, left off) accepts what Go rejects, `1sx` among it.
+    fn kubernetes(env: &mut Env) -> Result<(), DeclarationError> {
+        env.add_type(DURATION_TYPE.to_owned())?;
+        env.add_type(URL_TYPE.to_owned())?;
+        ::cel::add_overload!(env, fn duration: (CelString) -> Result<Duration>,
+            id = "string_to_duration")?;
+        ::cel::add_overload!(env, fn is_url: (CelString) -> CelBool, name = "isURL")?;
+        ::cel::add_overload!(env, fn url: (CelString) -> Result<Url>, id = "string_to_url")?;
+        ::cel::add_member_overload!(env, fn url_scheme: (Url) -> CelString, name = "getScheme")?;
+        Ok(())
+    }
+
+    static DURATION_TYPE: Type = Type::new_unspecified_type("google.protobuf.Duration");
+    static URL_TYPE: Type = Type::new_unspecified_type("kubernetes.URL");
+
+    /// A CEL `duration`: nanoseconds, as Go's `time.Duration`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    struct Duration(i128);
+
+    impl Val for Duration {
+        fn get_type(&self) -> &Type {
+            &DURATION_TYPE
+        }
+        fn cel_type() -> &'static Type {
+            &DURATION_TYPE
+        }
+        fn as_comparer(&self) -> Option<&dyn Comparer> {
+            Some(self)
+        }
+        fn equals(&self, other: &dyn Val) -> bool {
+            other.downcast_ref::<Duration>() == Some(self)
+        }
+        fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v> {
+            Box::new(*self)
+        }
+        fn as_any(&self) -> Option<&dyn Any> {
+            Some(self)
+        }
+    }
+
+    impl StaticVal for Duration {}
+
+    impl Comparer for Duration {
+        fn compare(&self, rhs: &dyn Val) -> Result<Ordering, ExecutionError> {
+            match rhs.downcast_ref::<Duration>() {
+                Some(rhs) => Ok(self.cmp(rhs)),
+                None => Err(ExecutionError::UnexpectedType {
+                    got: rhs.get_type().name().to_string(),
+                    want: DURATION_TYPE.name().to_string(),
+                }),
+            }
+        }
+    }
+
+    fn duration(text: &CelString<'_>) -> Result<Duration, ExecutionError> {
+        parse_go_duration(text.inner())
+            .map(Duration)
+            .map_err(|e| ExecutionError::function_error("duration", e))
+    }
+
+    /// A `kubernetes.URL`: what `url()` parsed.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    struct Url {
+        text: String,
+        /// Lowercased, "" for an absolute path.
+        scheme: String,
+    }
+
+    impl Val for Url {
+        fn get_type(&self) -> &Type {
+            &URL_TYPE
+        }
+        fn cel_type() -> &'static Type {
+            &URL_TYPE
+        }
+        fn equals(&self, other: &dyn Val) -> bool {
+            other.downcast_ref::<Url>() == Some(self)
+        }
+        fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v> {
+            Box::new(self.clone())
+        }
+        fn as_any(&self) -> Option<&dyn Any> {
+            Some(self)
+        }
+    }
+
+    impl StaticVal for Url {}
+
+    fn is_url(text: &CelString<'_>) -> CelBool {
+        CelBool::from(parse_request_uri(text.inner()).is_ok())
+    }
+
+    fn url(text: &CelString<'_>) -> Result<Url, ExecutionError> {
+        let text = text.inner();
+        match parse_request_uri(text) {
+            Ok(scheme) => Ok(Url {
+                text: text.to_string(),
+                scheme,
+            }),
+            Err(e) => Err(ExecutionError::function_error(
+                "url",
+                format!("URL parse error during conversion from string: {e}"),
+            )),
+        }
+    }
+
+    fn url_scheme(this: &Url) -> CelString<'static> {
+        CelString::from(this.scheme.clone())
+    }
     /// Go's `time.ParseDuration`, as CEL's `duration()` uses it: nanoseconds.
     pub fn parse_go_duration(input: &str) -> Result<i128, String> {
         let bad = || format!("invalid duration {input:?}");
@@ -950,6 +1063,7 @@ pub mod cel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn good_wasmplugin() -> Value {
         json!({
@@ -1207,11 +1321,53 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_cel_rule_in_the_crds_file_is_implemented() {
-        let crds = Crds::load().expect("CRDs load");
-        let mut rules = BTreeSet::new();
-        fn collect(v: &Value, rules: &mut BTreeSet<String>) {
+    /// Values of the shape `schema` describes, for a rule at that node to
+    /// run on: enum members, a few strings, objects with their required
+    /// fields, and with one entry where the object is a map.
+    fn samples(schema: &Value) -> Vec<Value> {
+        if let Some(options) = schema.get("enum").and_then(Value::as_array) {
+            return options.clone();
+        }
+        let first = |s: &Value| samples(s).into_iter().next();
+        if schema["x-kubernetes-int-or-string"] == true {
+            return vec![json!(80), json!("80")];
+        }
+        match schema["type"].as_str() {
+            Some("string") => vec![json!("1s"), json!("https://example.com/x"), json!("a")],
+            Some("integer") => vec![json!(80)],
+            Some("number") => vec![json!(1.5)],
+            Some("boolean") => vec![json!(true)],
+            Some("array") => {
+                let mut lists = vec![json!([])];
+                lists.extend(first(&schema["items"]).map(|item| json!([item])));
+                lists
+            }
+            _ => {
+                let mut base = Map::new();
+                for field in schema["required"].as_array().into_iter().flatten() {
+                    let field = field.as_str().expect("a field name");
+                    if let Some(v) = first(&schema["properties"][field]) {
+                        base.insert(field.to_string(), v);
+                    }
+                }
+                let mut objects = vec![Value::Object(base.clone())];
+                if let Some(v) = schema
+                    .get("additionalProperties")
+                    .filter(|a| a.is_object())
+                    .and_then(first)
+                {
+                    base.insert("80".to_string(), v);
+                    objects.push(Value::Object(base));
+                }
+                objects
+            }
+        }
+    }
+
+    /// Every rule of the CRDs file with the schema node holding it (one node
+    /// per distinct rule).
+    fn crd_rules(crds: &Crds) -> BTreeMap<String, Value> {
+        fn collect(v: &Value, rules: &mut BTreeMap<String, Value>) {
             match v {
                 Value::Object(m) => {
                     for r in m
@@ -1220,7 +1376,8 @@ mod tests {
                         .into_iter()
                         .flatten()
                     {
-                        rules.insert(r["rule"].as_str().unwrap_or("").to_string());
+                        let rule = r["rule"].as_str().expect("a rule text").to_string();
+                        rules.entry(rule).or_insert_with(|| v.clone());
                     }
                     m.values().for_each(|v| collect(v, rules));
                 }
@@ -1228,22 +1385,287 @@ mod tests {
                 _ => {}
             }
         }
+        let mut rules = BTreeMap::new();
         for v in crds.versions.values() {
             collect(&v.schema, &mut rules);
         }
+        rules
+    }
+
+    #[test]
+    fn every_cel_rule_in_the_crds_file_compiles_and_evaluates() {
+        let crds = Crds::load().expect("CRDs load");
+        let rules = crd_rules(&crds);
         assert!(rules.len() > 20, "{rules:#?}");
-        for rule in &rules {
-            for value in [json!({}), json!(""), json!(1), json!([])] {
-                if let Err(e) = cel::eval(rule, &value) {
-                    assert!(!e.contains("not implemented"), "{e}");
+        for (rule, schema) in &rules {
+            let program = crds.rules.compile(rule);
+            let program = match program.as_ref() {
+                Ok(program) => program,
+                Err(e) => panic!("{rule}: does not compile: {e}"),
+            };
+            // Every function it calls is declared, in the branches that the
+            // samples below do not reach too.
+            for function in program.references().functions() {
+                if function.starts_with(['_', '@', '!', '-']) {
+                    continue; // operators
                 }
+                assert!(
+                    crds.rules.declares(function),
+                    "{rule}: calls {function}(), which is not declared"
+                );
             }
+            let outcomes: Vec<(Value, Result<bool, String>)> = samples(schema)
+                .into_iter()
+                .map(|v| {
+                    let outcome = crds.rules.eval(rule, &v, schema);
+                    (v, outcome)
+                })
+                .collect();
+            assert!(
+                outcomes.iter().any(|(_, outcome)| outcome.is_ok()),
+                "{rule}: evaluates on none of its samples: {outcomes:#?}"
+            );
         }
+        // The probe tells an undeclared function from a declared one.
+        assert!(crds.rules.declares("isURL"));
+        assert!(crds.rules.declares("getScheme"));
+        assert!(crds.rules.declares("substring"));
+        assert!(!crds.rules.declares("noSuchFunction"));
+    }
+
+    #[test]
+    fn each_rule_is_compiled_once() {
+        let rules = cel::Rules::new().expect("CEL environment");
+        let first = rules.compile("self.size() == 0");
+        assert!(first.is_ok());
+        assert!(Arc::ptr_eq(&first, &rules.compile("self.size() == 0")));
+        // A parse error is kept too.
+        let bad = rules.compile("self ==");
+        assert!(bad.is_err());
+        assert!(Arc::ptr_eq(&bad, &rules.compile("self ==")));
+    }
+
+    /// `rule` on `value`, a node without schema.
+    fn eval(rule: &str, value: Value) -> Result<bool, String> {
+        static RULES: OnceLock<cel::Rules> = OnceLock::new();
+        RULES
+            .get_or_init(|| cel::Rules::new().expect("CEL environment"))
+            .eval(rule, &value, &Value::Null)
+    }
+
+    #[test]
+    fn cel_is_url() {
+        for url in [
+            "https://example.com/x",
+            "oci://registry:5000/f/x@sha256:abc",
+            "/abs/path",
+            "mailto:someone",
+        ] {
+            assert_eq!(eval("isURL(self)", json!(url)), Ok(true), "{url}");
+        }
+        for not_url in ["", "rel/path", "http://host:port/", "http://a b/", ":x"] {
+            assert_eq!(eval("isURL(self)", json!(not_url)), Ok(false), "{not_url}");
+        }
+        assert!(eval("isURL(1)", json!(null)).is_err());
+    }
+
+    #[test]
+    fn cel_url_get_scheme() {
+        let scheme = |url: &str| eval("url(self).getScheme() == 'oci'", json!(url));
+        assert_eq!(scheme("oci://r/x"), Ok(true));
+        assert_eq!(scheme("OCI://r/x"), Ok(true), "lowercased, as Go does");
+        assert_eq!(scheme("https://r/x"), Ok(false));
+        assert_eq!(eval("url(self).getScheme() == ''", json!("/abs")), Ok(true));
+        assert_eq!(
+            eval(
+                r#"url(self).getScheme() in ["http", "https"]"#,
+                json!("http://jwks.example.com/keys")
+            ),
+            Ok(true)
+        );
+        // url() of a string that is no URL is an error, as in Kubernetes.
+        let e = scheme("rel/path").expect_err("not a URL");
+        assert!(e.contains("URL parse error"), "{e}");
+        assert!(e.contains("invalid URI for request"), "{e}");
+        // getScheme is a method of URLs only.
+        assert!(eval("self.getScheme() == ''", json!("/abs")).is_err());
+    }
+
+    #[test]
+    fn cel_substring() {
+        let rule = r#"self.startsWith("unix://") ? (self.substring(7, 8) == "/" || self.substring(7, 8) == "@") : true"#;
+        assert_eq!(eval(rule, json!("unix:///var/run/x.sock")), Ok(true));
+        assert_eq!(eval(rule, json!("unix://@abstract")), Ok(true));
+        assert_eq!(eval(rule, json!("unix://relative")), Ok(false));
+        assert_eq!(eval(rule, json!("1.2.3.4")), Ok(true));
+        // Out of range is an error, not false.
+        let e = eval(rule, json!("unix://")).expect_err("out of range");
+        assert!(e.contains("index out of range: 8"), "{e}");
+        assert!(eval("self.substring(-1) == ''", json!("abc")).is_err());
+        assert!(eval("self.substring(2, 1) == ''", json!("abc")).is_err());
+        // Code points, not bytes.
+        assert_eq!(
+            eval("self.substring(2) == '©o©αT'", json!("ta©o©αT")),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("self.substring(2, 4) == '©o'", json!("ta©o©αT")),
+            Ok(true)
+        );
+        assert_eq!(eval("self.substring(7) == ''", json!("ta©o©αT")), Ok(true));
+    }
+
+    #[test]
+    fn cel_duration_comparison() {
+        let rule = "duration(self) >= duration('1ms')";
+        for ok in ["1ms", "1.5ms", "1000us", "5s", "1h30m", "0.001s"] {
+            assert_eq!(eval(rule, json!(ok)), Ok(true), "{ok}");
+        }
+        for short in ["0s", "0", "999us", "999999ns", "-1h"] {
+            assert_eq!(eval(rule, json!(short)), Ok(false), "{short}");
+        }
+        // Go's syntax: no days, no unit-less numbers, nothing trailing.
+        for bad in ["five seconds", "1d", "1", "5sx", "", "1e3s"] {
+            let e = eval(rule, json!(bad)).expect_err(bad);
+            assert!(e.contains("duration"), "{bad}: {e}");
+        }
+        assert_eq!(
+            eval("duration(self) == duration('90m')", json!("1h30m")),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("duration(self) < duration('1h')", json!("59m59.999s")),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("duration(self) > duration('1h')", json!("59m59.999s")),
+            Ok(false)
+        );
+        // A duration compares with durations only.
+        assert!(eval("duration(self) > 1", json!("1s")).is_err());
+    }
+
+    #[test]
+    fn cel_core_functions_and_macros() {
+        let ports = json!([{"number": 80}, {"number": 443}]);
+        let unique = "self.all(l1, self.exists_one(l2, l1.number == l2.number))";
+        assert_eq!(eval(unique, ports), Ok(true));
+        assert_eq!(
+            eval(unique, json!([{"number": 80}, {"number": 80}])),
+            Ok(false)
+        );
+        let keys = "self.all(key, 0 < int(key) && int(key) <= 65535)";
+        assert_eq!(eval(keys, json!({"80": {}, "8080": {}})), Ok(true));
+        assert_eq!(eval(keys, json!({"70000": {}})), Ok(false));
+        assert!(
+            eval(keys, json!({"http": {}})).is_err(),
+            "int() of no number"
+        );
+        let names = r#"self.all(key, size(key) < 63 && key.matches("^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$"))"#;
+        assert_eq!(eval(names, json!({"http-web": 1})), Ok(true));
+        assert_eq!(eval(names, json!({"-web": 1})), Ok(false));
+        assert_eq!(eval(names, json!({"a".repeat(63): 1})), Ok(false));
+        let cidr = r#"!((has(self.addresses) ? self.addresses : []).exists(k, k.contains("/")) && !((has(self.resolution) ? self.resolution : "NONE") in ["STATIC", "NONE"]))"#;
+        assert_eq!(eval(cidr, json!({"addresses": ["10.0.0.0/8"]})), Ok(true));
+        assert_eq!(
+            eval(
+                cidr,
+                json!({"addresses": ["10.0.0.0/8"], "resolution": "DNS"})
+            ),
+            Ok(false)
+        );
+        let unix = r#"self.startsWith("unix://") ? !self.endsWith("/") : true"#;
+        assert_eq!(eval(unix, json!("unix:///x/")), Ok(false));
+        assert_eq!(eval("self.size() == 0", json!("")), Ok(true));
+        assert_eq!(eval("self.size() == 1", json!("α")), Ok(true));
+        assert_eq!(eval("0 < self && self <= 65535", json!(65536)), Ok(false));
+        // A missing field is an error, has() is the test.
+        let upsert = r#"((has(self.operation) ? self.operation : "") == "UPSERT") ? (self.value != "") : true"#;
+        assert_eq!(eval(upsert, json!({"operation": "REMOVE"})), Ok(true));
+        assert!(eval(upsert, json!({"operation": "UPSERT"})).is_err());
+    }
+
+    #[test]
+    fn a_rule_that_cannot_run_is_an_error_not_a_pass() {
+        for (rule, value, reason) in [
+            ("noSuchFunction(self)", json!("x"), "noSuchFunction"),
+            ("self.noSuchMethod()", json!("x"), "noSuchMethod"),
+            ("self ==", json!("x"), "does not compile"),
+            ("self + 1 == 2", json!("x"), "cannot be evaluated"),
+            ("self", json!("x"), "not a bool"),
+            ("self.size()", json!("x"), "not a bool"),
+        ] {
+            let e = eval(rule, value).expect_err(rule);
+            assert!(e.contains(reason), "{rule}: {e}");
+        }
+        // Through validation: the path, the message, the rule and why.
+        let crds = Crds::from_yaml(
+            r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.istio.io}
+spec:
+  group: example.istio.io
+  names: {kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size:
+                type: string
+                x-kubernetes-validations:
+                - rule: noSuchFunction(self)
+                  message: size is checked
+              count:
+                type: integer
+                x-kubernetes-validations:
+                - rule: "self >"
+              ratio:
+                type: number
+                x-kubernetes-validations:
+                - rule: self < 1.0
+"#,
+        )
+        .expect("CRDs");
+        let doc = json!({
+            "apiVersion": "example.istio.io/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w"},
+            "spec": {"size": "x", "count": 1, "ratio": 2}
+        });
+        let errs = crds.validate(&doc).expect_err("rules fail");
+        let expected = [
+            "spec.size: Invalid value: \"x\": size is checked (rule `noSuchFunction(self)` cannot be evaluated: Undeclared reference to 'noSuchFunction')",
+            "spec.count: Invalid value: 1: failed rule (rule `self >` does not compile:",
+            "spec.ratio: Invalid value: 2: failed rule",
+        ];
+        for line in expected {
+            assert!(
+                errs.iter().any(|e| e.starts_with(line)),
+                "{line}\n{errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+    }
+
+    #[test]
+    fn rules_skip_a_value_of_the_wrong_type() {
+        // The schema check reports it; no rule runs on it.
+        let doc = with(good_wasmplugin(), "/spec/url", json!(5));
+        let errs = errors(&doc);
+        assert!(errs.iter().any(|e| e.starts_with("spec.url")), "{errs:#?}");
+        assert!(!errs.iter().any(|e| e.contains("rule")), "{errs:#?}");
     }
 
     #[test]
     fn go_url_and_duration_parsing() {
-        use cel::{parse_go_duration, parse_request_uri};
+        use super::cel::{parse_go_duration, parse_request_uri};
         assert_eq!(parse_request_uri("OCI://r/x").as_deref(), Ok("oci"));
         assert_eq!(parse_request_uri("/abs/path").as_deref(), Ok(""));
         assert!(parse_request_uri("rel/path").is_err());
