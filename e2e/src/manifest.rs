@@ -3,6 +3,7 @@
 //! header matches become the harness's route table.
 
 use anyhow::{Context, Result, bail};
+use mesh_suite::registry;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -65,18 +66,6 @@ pub struct Manifests {
     pub routes: Vec<HttpRoute>,
 }
 
-/// The suite module's stage keys, by the module file of the filter each
-/// stage is.
-pub const SUITE_STAGES: [(&str, &str); 4] = [
-    ("jwt_auth.wasm", "jwt"),
-    ("rate_limit.wasm", "rateLimit"),
-    ("canary_router.wasm", "canary"),
-    ("telemetry.wasm", "telemetry"),
-];
-
-/// The suite module's file.
-pub const SUITE_MODULE: &str = "mesh_suite.wasm";
-
 /// Whether the harness runs every single-filter WasmPlugin as the suite
 /// module instead (env `MESH_SUITE=1`), so that every e2e test also runs
 /// against `mesh_suite.wasm`.
@@ -93,8 +82,8 @@ impl WasmPlugin {
         if file == module {
             return Some(self.plugin_config.clone().unwrap_or_else(|| json!({})));
         }
-        if file == SUITE_MODULE {
-            let key = SUITE_STAGES.iter().find(|(m, _)| *m == module)?.1;
+        if registry::suite().is_some_and(|s| s.module == file) {
+            let key = registry::by_module(module)?.suite_key?;
             return self
                 .plugin_config
                 .as_ref()?
@@ -109,10 +98,10 @@ impl WasmPlugin {
     /// stage's key; unchanged if it runs no filter the suite holds.
     pub fn as_suite(mut self) -> WasmPlugin {
         if let Ok(file) = self.module_file_name()
-            && let Some((_, key)) = SUITE_STAGES.iter().find(|(m, _)| *m == file)
+            && let Some(key) = registry::by_module(&file).and_then(|f| f.suite_key)
         {
             let config = self.plugin_config.take().unwrap_or_else(|| json!({}));
-            self.plugin_config = Some(json!({ *key: config }));
+            self.plugin_config = Some(json!({ key: config }));
             self.url = "oci://registry.example.com/mesh-filters/mesh-suite:0.1.0".to_string();
         }
         self
@@ -127,25 +116,25 @@ impl WasmPlugin {
     /// `file:///x/canary_router.wasm` and `oci://r/p/canary-router:1.0` both
     /// become `canary_router.wasm`.
     pub fn module_file_name(&self) -> Result<String> {
-        let rest = self
-            .url
-            .split_once("://")
-            .map(|(_, rest)| rest)
-            .unwrap_or(&self.url);
-        let last = rest.rsplit('/').next().unwrap_or(rest);
-        let last = last.split(['@', '?']).next().unwrap_or(last);
-        let stem = last.strip_suffix(".wasm").unwrap_or_else(|| {
-            // oci image name: drop the tag.
-            last.split(':').next().unwrap_or(last)
-        });
-        if stem.is_empty() {
-            bail!(
+        match module_file(&self.url) {
+            Some(file) => Ok(file),
+            None => bail!(
                 "{}: cannot tell the module from url {:?}",
                 self.source.display(),
                 self.url
-            );
+            ),
         }
-        Ok(format!("{}.wasm", stem.replace('-', "_")))
+    }
+
+    /// Compiles the pluginConfig with the config code of the filter the
+    /// module is built from, as the filter does at start; the error names
+    /// the field, `spec.pluginConfig.services[0].split: …`.
+    pub fn check_config(&self) -> Result<(), String> {
+        let file = self
+            .module_file_name()
+            .map_err(|e| format!("spec.url: {e}"))?;
+        check_plugin_config(&file, self.plugin_config.as_ref(), &self.plugin_name)
+            .map_err(|e| format!("spec.{e}"))
     }
 
     /// The pluginConfig as the JSON string Envoy's `StringValue` carries.
@@ -155,6 +144,90 @@ impl WasmPlugin {
             None => String::new(),
         }
     }
+}
+
+/// The module file a WasmPlugin url names, by its last path segment, in
+/// the form `cargo xtask build` writes it:
+/// `oci://registry/mesh-filters/canary-router:0.1.0`,
+/// `oci://registry/mesh-filters/canary-router@sha256:…` and
+/// `file:///opt/filters/canary_router.wasm?x#y` all name
+/// `canary_router.wasm`. `None` when the url has no last segment.
+pub fn module_file(url: &str) -> Option<String> {
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let last = rest
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(rest);
+    let last = last.split('@').next().unwrap_or(last);
+    // An image name: drop the tag.
+    let stem = last
+        .strip_suffix(".wasm")
+        .unwrap_or_else(|| last.split(':').next().unwrap_or(last));
+    (!stem.is_empty()).then(|| format!("{}.wasm", stem.replace('-', "_")))
+}
+
+/// Compiles a `pluginConfig` with the config code of the filter whose
+/// module is `module_file` (the filter registry says which), without a
+/// host. The error starts with the field: `pluginConfig.services[0]…`.
+pub fn check_plugin_config(
+    module_file: &str,
+    config: Option<&Value>,
+    plugin_name: &str,
+) -> Result<(), String> {
+    let Some(filter) = registry::by_module(module_file) else {
+        let known: Vec<&str> = registry::FILTERS.iter().map(|f| f.module).collect();
+        return Err(format!(
+            "url: no filter of this workspace builds {module_file} (known: {})",
+            known.join(", ")
+        ));
+    };
+    // Istio hands the filter its pluginConfig as JSON.
+    let bytes = config.map(Value::to_string);
+    let plugin_name = if plugin_name.is_empty() {
+        filter.crate_name
+    } else {
+        plugin_name
+    };
+    (filter.compile)(bytes.as_deref().map(str::as_bytes), plugin_name).map_err(|e| {
+        if e.path.is_empty() {
+            format!("pluginConfig: {}", e.message)
+        } else {
+            format!("pluginConfig.{}: {}", e.path, e.message)
+        }
+    })
+}
+
+/// One YAML document of a manifest file.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub file: PathBuf,
+    /// 0-based among the file's non-empty documents.
+    pub index: usize,
+    pub value: Value,
+}
+
+/// Every non-empty YAML document of the manifests at `path` (see
+/// [`collect`]), files in order.
+pub fn documents(path: &Path) -> Result<Vec<Document>> {
+    let mut files = Vec::new();
+    collect(path, &mut files)?;
+    let mut docs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let values = crate::crd::parse_yaml_documents(&text)
+            .map_err(|e| anyhow::anyhow!("parsing YAML in {}: {e}", file.display()))?;
+        for (index, value) in values.into_iter().enumerate() {
+            docs.push(Document {
+                file: file.clone(),
+                index,
+                value,
+            });
+        }
+    }
+    Ok(docs)
 }
 
 /// Writes a one-file manifest directory for tests: a WasmPlugin `name` in
@@ -190,32 +263,22 @@ pub fn load(path: &Path) -> Result<Manifests> {
 /// [`load`], with the suite rewrite on or off: it maps plugins to a module
 /// built here, so it is off when modules are pulled from their urls.
 pub fn load_with(path: &Path, suite: bool) -> Result<Manifests> {
-    let mut files = Vec::new();
-    collect(path, &mut files)?;
-    if files.is_empty() {
+    let docs = documents(path)?;
+    if docs.is_empty() {
         bail!("no .yaml manifests found at {}", path.display());
     }
     let mut out = Manifests::default();
-    for file in files {
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading {}", file.display()))?;
-        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(doc)
-                .with_context(|| format!("parsing YAML in {}", file.display()))?;
-            if value.is_null() {
-                continue;
-            }
-            match value.get("kind").and_then(Value::as_str) {
-                Some("WasmPlugin") => out.plugins.push(
-                    wasm_plugin(&value, &file)
-                        .with_context(|| format!("WasmPlugin in {}", file.display()))?,
-                ),
-                Some("VirtualService") => out.routes.extend(
-                    virtual_service(&value)
-                        .with_context(|| format!("VirtualService in {}", file.display()))?,
-                ),
-                _ => {}
-            }
+    for Document { file, value, .. } in docs {
+        match value.get("kind").and_then(Value::as_str) {
+            Some("WasmPlugin") => out.plugins.push(
+                wasm_plugin(&value, &file)
+                    .with_context(|| format!("WasmPlugin in {}", file.display()))?,
+            ),
+            Some("VirtualService") => out.routes.extend(
+                virtual_service(&value)
+                    .with_context(|| format!("VirtualService in {}", file.display()))?,
+            ),
+            _ => {}
         }
     }
     if suite {

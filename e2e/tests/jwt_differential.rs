@@ -2,7 +2,7 @@
 //! WasmPlugin and through Envoy's native `envoy.filters.http.jwt_authn`,
 //! configured equivalently, in the same run. Both must reach the same
 //! decision for every token, except the intended differences listed in
-//! [`DIFFERENCES`] (and, for the README, in `jwt_differences.md`). Ours
+//! [`DIFFERENCES`] (and, for docs/jwt-auth.md, in `jwt_differences.md`). Ours
 //! must never accept a token that native rejects.
 //!
 //! Both Envoys have two providers with the same issuer, audiences, token

@@ -4,6 +4,7 @@
 //! config code).
 
 use e2e::crd;
+use e2e::manifest;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,7 @@ fn wasmplugins_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../wasmplugins")
 }
 
-/// One YAML document of one file.
+/// One YAML document of one file, read the way the harness reads them.
 struct Doc {
     /// Relative to `wasmplugins/`.
     file: String,
@@ -32,43 +33,22 @@ impl Doc {
     }
 }
 
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    for entry in entries {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            yaml_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push(path);
-        }
-    }
-}
-
-/// Every document of every `*.yaml` / `*.yml` file, files in path order.
+/// Every document of every `*.yaml` / `*.yml` file under `wasmplugins/`.
 fn documents() -> Vec<Doc> {
     let root = wasmplugins_dir();
-    let mut files = Vec::new();
-    yaml_files(&root, &mut files);
-    files.sort();
-    let mut docs = Vec::new();
-    for path in files {
-        let file = path
-            .strip_prefix(&root)
-            .expect("under wasmplugins/")
-            .to_string_lossy()
-            .replace('\\', "/");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let values = crd::parse_yaml_documents(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert!(!values.is_empty(), "{file}: no YAML document in it");
-        for (index, value) in values.into_iter().enumerate() {
-            docs.push(Doc {
-                file: file.clone(),
-                index,
-                value,
-            });
-        }
-    }
-    docs
+    let docs = manifest::documents(&root).unwrap_or_else(|e| panic!("{e:#}"));
+    docs.into_iter()
+        .map(|d| Doc {
+            file: d
+                .file
+                .strip_prefix(&root)
+                .expect("under wasmplugins/")
+                .to_string_lossy()
+                .replace('\\', "/"),
+            index: d.index,
+            value: d.value,
+        })
+        .collect()
 }
 
 fn api_version(doc: &Value) -> &str {
@@ -79,56 +59,15 @@ fn is_wasmplugin(doc: &Value) -> bool {
     doc["kind"] == "WasmPlugin" && api_version(doc).starts_with("extensions.istio.io/")
 }
 
-/// The Wasm module a WasmPlugin url names, by its last path segment:
-/// `oci://registry/mesh-filters/canary-router:0.1.0`,
-/// `oci://registry/mesh-filters/canary-router@sha256:…`,
-/// `file:///opt/filters/canary_router.wasm` → `canary-router`.
-fn module_name(url: &str) -> String {
-    let url = url.split(['?', '#']).next().unwrap_or(url);
-    let last = url.trim_end_matches('/').rsplit('/').next().unwrap_or(url);
-    let last = last.split('@').next().unwrap_or(last);
-    let last = last.split(':').next().unwrap_or(last);
-    let last = last.strip_suffix(".wasm").unwrap_or(last);
-    last.replace('_', "-")
-}
-
-/// Compiles a `pluginConfig` with the config code of the filter the module
-/// is built from. Add one arm per filter crate.
-fn check_plugin_config(module: &str, config: Option<&Value>) -> Result<(), String> {
-    // Istio hands the filter its pluginConfig as JSON.
-    let bytes = config.map(|c| serde_json::to_vec(c).expect("JSON"));
-    let bytes = bytes.as_deref();
-    let result = match module {
-        "canary-router" => canary_router::config::compile_json(bytes).map(drop),
-        "jwt-auth" => jwt_auth::config::compile_json(bytes).map(drop),
-        // The plugin name only prefixes the shared-data keys.
-        "rate-limit" => rate_limit::config::compile_json(bytes, "rate-limit").map(drop),
-        "telemetry" => telemetry::config::compile_json(bytes).map(drop),
-        "mesh-suite" => mesh_suite::config::compile_json(bytes, "mesh-suite"),
-        other => {
-            return Err(format!(
-                "no pluginConfig check for Wasm module {other:?}: add an arm for its filter \
-                 crate to check_plugin_config in e2e/tests/manifests.rs"
-            ));
-        }
-    };
-    result.map_err(|e| {
-        let path = if e.path.is_empty() {
-            "pluginConfig".to_string()
-        } else {
-            format!("pluginConfig.{}", e.path)
-        };
-        format!("{path}: {}", e.message)
-    })
-}
-
-/// Checks one WasmPlugin document's pluginConfig.
+/// Checks one WasmPlugin document's pluginConfig, as the harness does.
 fn check_wasmplugin(doc: &Value) -> Result<(), String> {
     let url = doc["spec"]["url"]
         .as_str()
         .ok_or("spec.url: expected a string")?;
+    let file = manifest::module_file(url).ok_or("spec.url: no module name")?;
     let config = doc["spec"].get("pluginConfig");
-    check_plugin_config(&module_name(url), config).map_err(|e| format!("spec.{e}"))
+    let plugin_name = doc["spec"]["pluginName"].as_str().unwrap_or("");
+    manifest::check_plugin_config(&file, config, plugin_name).map_err(|e| format!("spec.{e}"))
 }
 
 fn reviews_example() -> Value {
@@ -306,31 +245,29 @@ fn unknown_modules_fail_clearly() {
     doc["spec"]["url"] = json!("oci://registry.example.com/mesh-filters/rate-limiter:1.0.0");
     let err = check_wasmplugin(&doc).expect_err("unknown module");
     assert!(
-        err.contains("\"rate-limiter\"") && err.contains("check_plugin_config"),
+        err.starts_with("spec.url: no filter of this workspace builds rate_limiter.wasm")
+            && err.contains("rate_limit.wasm"),
         "{err}"
     );
 }
 
 #[test]
 fn module_names_come_from_the_last_url_segment() {
-    for (url, module) in [
-        (
-            "oci://registry.example.com/mesh-filters/canary-router:0.1.0",
-            "canary-router",
-        ),
-        (
-            "oci://registry.example.com:5000/mesh-filters/canary-router@sha256:0123abcd",
-            "canary-router",
-        ),
-        ("file:///opt/filters/canary_router.wasm", "canary-router"),
-        (
-            "https://example.com/releases/canary_router.wasm?download=1",
-            "canary-router",
-        ),
-        ("registry.example.com/canary-router", "canary-router"),
+    for url in [
+        "oci://registry.example.com/mesh-filters/canary-router:0.1.0",
+        "oci://registry.example.com:5000/mesh-filters/canary-router@sha256:0123abcd",
+        "file:///opt/filters/canary_router.wasm",
+        "https://example.com/releases/canary_router.wasm?download=1",
+        "https://example.com/releases/canary_router.wasm#v1",
+        "registry.example.com/canary-router",
     ] {
-        assert_eq!(module_name(url), module, "{url}");
+        assert_eq!(
+            manifest::module_file(url).as_deref(),
+            Some("canary_router.wasm"),
+            "{url}"
+        );
     }
+    assert_eq!(manifest::module_file("oci://"), None);
 }
 
 /// The reviews example is one unit: the routing header the plugin writes is

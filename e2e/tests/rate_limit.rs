@@ -281,7 +281,7 @@ fn as_exact_as_native(what: &str, ours: (u64, f64), native: (u64, f64)) {
     );
 }
 
-/// Points 1 and 2 of the issue, side by side with native `local_ratelimit`.
+/// Burst and sustained rate, side by side with native `local_ratelimit`.
 ///
 /// Burst: 3 × burst requests at once admit exactly `burst` (and exactly
 /// `requests` without `burst`); with `per: 1h` nothing is replenished

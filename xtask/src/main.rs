@@ -12,6 +12,7 @@
 //! - `test`: set-up, build, fmt check, clippy (native and wasm32-wasip1),
 //!   the wasm32 tests under Node, then every native and e2e test.
 
+use mesh_suite::registry;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -188,33 +189,10 @@ fn bench(args: &[String]) -> Result<()> {
     )
 }
 
-/// Largest module each filter may ship as (the size targets in benches/README.md).
-const SIZE_LIMITS: &[(&str, u64)] = &[
-    ("jwt_auth.wasm", 600 * 1024),
-    ("canary_router.wasm", 400 * 1024),
-    ("rate_limit.wasm", 400 * 1024),
-    ("telemetry.wasm", 400 * 1024),
-    ("mesh_suite.wasm", 1024 * 1024),
-];
-
-/// Crates that link other filter crates (without their `export` feature).
-/// Cargo unifies features within one invocation, so these build on their
-/// own: otherwise the filters' entry points would come along and clash.
-const COMPOSITES: &[&str] = &["mesh-suite"];
-
 /// The `wasm-bindgen` version in Cargo.lock: wasm-bindgen-test-runner must
 /// match it exactly.
 fn locked_wasm_bindgen() -> Result<String> {
-    let lock = std::fs::read_to_string(root().join("Cargo.lock")).map_err(|e| e.to_string())?;
-    let mut lines = lock.lines();
-    while let Some(line) = lines.next() {
-        if line == "name = \"wasm-bindgen\""
-            && let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = \""))
-        {
-            return Ok(v.trim_end_matches('"').to_string());
-        }
-    }
-    Err("wasm-bindgen is not in Cargo.lock".into())
+    e2e::image::meta::locked_version(&root(), "wasm-bindgen").map_err(|e| format!("{e:#}"))
 }
 
 fn ensure_wasm_bindgen_cli() -> Result<()> {
@@ -304,9 +282,25 @@ fn build() -> Result<Vec<PathBuf>> {
 
 /// Builds `packages` (the filter crates) and returns their module files.
 fn build_packages(packages: &[e2e::image::meta::Package]) -> Result<Vec<PathBuf>> {
+    let mut entries = Vec::with_capacity(packages.len());
+    for p in packages {
+        entries.push(registry::by_crate(&p.name).ok_or_else(|| {
+            format!(
+                "filters/{0} builds a Wasm module but has no entry in the filter registry: \
+                 add one for {0:?} to filters/mesh-suite/src/registry.rs (see CONTRIBUTING.md)",
+                p.name
+            )
+        })?);
+    }
+    // The suite links the other filters (without their `export` feature).
+    // Cargo unifies features within one invocation, so it builds on its
+    // own: otherwise the filters' entry points would come along and clash.
     let (composites, singles): (Vec<_>, Vec<_>) = packages
         .iter()
-        .partition(|p| COMPOSITES.contains(&p.name.as_str()));
+        .zip(&entries)
+        .partition(|(_, e)| e.suite_key.is_none());
+    let composites: Vec<_> = composites.into_iter().map(|(p, _)| p).collect();
+    let singles: Vec<_> = singles.into_iter().map(|(p, _)| p).collect();
     let mut cmd = wasm_build();
     for p in &singles {
         cmd.args(["-p", &p.name]);
@@ -340,7 +334,7 @@ fn build_packages(packages: &[e2e::image::meta::Package]) -> Result<Vec<PathBuf>
         }
     }
     let modules: Vec<PathBuf> = packages.iter().map(|p| dir.join(p.module_file())).collect();
-    for m in &modules {
+    for (m, entry) in modules.iter().zip(&entries) {
         // Only when cargo rebuilt it: wasm-opt output is newer than its input.
         let stamp = m.with_extension("wasm-opt.stamp");
         if stale(&stamp, m) {
@@ -363,14 +357,13 @@ fn build_packages(packages: &[e2e::image::meta::Package]) -> Result<Vec<PathBuf>
         }
         let size = std::fs::metadata(m).map(|m| m.len()).unwrap_or(0);
         eprintln!("    {} ({} KiB)", relative(m), size / 1024);
-        let name = m.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if let Some((_, limit)) = SIZE_LIMITS.iter().find(|(n, _)| *n == name)
-            && size > *limit
-        {
+        // The size targets in benches/README.md, from the registry.
+        if size > entry.size_budget_kib * 1024 {
             return Err(format!(
-                "{name} is {} KiB, over its {} KiB limit",
+                "{} is {} KiB, over its {} KiB budget (filters/mesh-suite/src/registry.rs)",
+                entry.module,
                 size / 1024,
-                limit / 1024
+                entry.size_budget_kib
             ));
         }
     }

@@ -1,4 +1,4 @@
-//! The load benchmark (issue 6): Envoy 1.40 once per configuration, one
+//! The load benchmark: Envoy 1.40 once per configuration, one
 //! worker pinned to CPU 0, the load generator pinned to CPU 1, HTTP/1.1, a
 //! `direct_response` route so only the filter chain costs.
 //!

@@ -45,18 +45,13 @@ struct Metadata {
     packages: Vec<Package>,
 }
 
-/// The workspace's own packages (`cargo metadata --no-deps`).
-pub fn workspace_packages(root: &Path) -> Result<Vec<Package>> {
+/// `cargo metadata` at `root`, with `args` after the format version.
+fn metadata(root: &Path, args: &[&str]) -> Result<Metadata> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let out = Command::new(&cargo)
         .current_dir(root)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
+        .args(["metadata", "--format-version", "1"])
+        .args(args)
         .output()
         .with_context(|| format!("running {cargo} metadata"))?;
     if !out.status.success() {
@@ -65,9 +60,33 @@ pub fn workspace_packages(root: &Path) -> Result<Vec<Package>> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let metadata: Metadata =
-        serde_json::from_slice(&out.stdout).context("parsing cargo metadata output")?;
-    Ok(metadata.packages)
+    serde_json::from_slice(&out.stdout).context("parsing cargo metadata output")
+}
+
+/// The workspace's own packages (`cargo metadata --no-deps`).
+pub fn workspace_packages(root: &Path) -> Result<Vec<Package>> {
+    Ok(metadata(root, &["--no-deps", "--offline"])?.packages)
+}
+
+/// The version of dependency `name` that Cargo.lock pins, as cargo itself
+/// resolves it (`--locked`: an out-of-date lock file is an error, not a
+/// silent update).
+pub fn locked_version(root: &Path, name: &str) -> Result<String> {
+    let packages = metadata(root, &["--locked"])?.packages;
+    let mut versions: Vec<String> = packages
+        .into_iter()
+        .filter(|p| p.name == name)
+        .map(|p| p.version)
+        .collect();
+    versions.dedup();
+    match versions.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("{name} is not in Cargo.lock"),
+        many => bail!(
+            "Cargo.lock has {name} at {}: expected one version",
+            many.join(", ")
+        ),
+    }
 }
 
 /// The filter crates: every workspace crate under `filters/` that builds a

@@ -2,12 +2,11 @@
 //! rejected), and its compilation into a [`Router`]. Every error names the
 //! JSON path of the problem.
 
-use crate::route::{
-    Condition, HostMatch, PinCookie, Router, Rule, Service, Source, StickyKey, ValueTest, Version,
-};
+use crate::route::{PinCookie, Router, Rule, Service, StickyKey, Version};
 use kit::ConfigError;
 use kit::claims::ClaimSource;
 use kit::config::{RESERVED_HEADERS, header_name, join};
+use kit::matcher::RawMatch;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -41,35 +40,11 @@ pub struct RawService {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RawRule {
+    /// The shared request match (`kit::matcher`); every condition given
+    /// must hold, as in an Istio `HTTPMatchRequest`.
     #[serde(rename = "match")]
     pub matcher: RawMatch,
     pub version: String,
-}
-
-/// Every condition given must hold, as in an Istio `HTTPMatchRequest`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RawMatch {
-    #[serde(default)]
-    pub header: Option<RawValueMatch>,
-    #[serde(default)]
-    pub cookie: Option<RawValueMatch>,
-    #[serde(default)]
-    pub query: Option<RawValueMatch>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RawValueMatch {
-    pub name: String,
-    #[serde(default)]
-    pub exact: Option<String>,
-    #[serde(default)]
-    pub prefix: Option<String>,
-    #[serde(default)]
-    pub regex: Option<String>,
-    #[serde(default)]
-    pub present: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,15 +122,14 @@ impl RawConfig {
 
 impl RawService {
     fn compile(self, path: &str) -> Result<Service, ConfigError> {
-        let host = compile_host(&join(path, "host"), &self.host)?;
-        if let Some(prefix) = &self.path_prefix
-            && !prefix.starts_with('/')
-        {
-            return Err(ConfigError::new(
-                join(path, "pathPrefix"),
-                format!("expected a path starting with \"/\", got {prefix:?}"),
-            ));
+        // Compiled under the service's own path, so errors name
+        // `services[0].host` and `services[0].pathPrefix`.
+        let selector = RawMatch {
+            host: Some(self.host.clone()),
+            path_prefix: self.path_prefix,
+            ..RawMatch::default()
         }
+        .compile(path, kit::matcher::full_match)?;
         let versions = compile_split(&join(path, "split"), &self.split)?;
         let rules = self
             .rules
@@ -186,40 +160,13 @@ impl RawService {
             .transpose()?;
         Ok(Service {
             salt: self.host.to_ascii_lowercase(),
-            host,
-            path_prefix: self.path_prefix.map(String::into_bytes),
+            selector,
             rules,
             versions,
             sticky,
             pin,
         })
     }
-}
-
-fn compile_host(path: &str, host: &str) -> Result<HostMatch, ConfigError> {
-    let host = host.to_ascii_lowercase();
-    let bad = |why: &str| ConfigError::new(path, format!("{why}, got {host:?}"));
-    if host == "*" {
-        return Ok(HostMatch::Any);
-    }
-    let (suffix, name) = match host.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, host.as_str()),
-    };
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
-        return Err(bad(
-            "expected a host name (\"reviews\"), a wildcard (\"*.example.com\") or \"*\"; no port",
-        ));
-    }
-    Ok(if suffix {
-        HostMatch::Suffix(format!(".{name}"))
-    } else {
-        HostMatch::Exact(name.to_string())
-    })
 }
 
 fn compile_split(path: &str, split: &[RawSplit]) -> Result<Vec<Version>, ConfigError> {
@@ -283,101 +230,25 @@ impl RawRule {
                 )
             })?;
         let mpath = join(path, "match");
-        let m = self.matcher;
-        let mut conditions = Vec::new();
-        if let Some(v) = m.header {
-            let p = join(&mpath, "header");
-            let name = header_name(&join(&p, "name"), &v.name)?;
-            conditions.push(Condition {
-                source: Source::Header(name),
-                test: v.compile(&p)?,
-            });
-        }
-        if let Some(v) = m.cookie {
-            let p = join(&mpath, "cookie");
-            let name = cookie_name(&join(&p, "name"), &v.name)?;
-            conditions.push(Condition {
-                source: Source::Cookie(name),
-                test: v.compile(&p)?,
-            });
-        }
-        if let Some(v) = m.query {
-            let p = join(&mpath, "query");
-            if v.name.is_empty() {
-                return Err(ConfigError::new(
-                    join(&p, "name"),
-                    "expected a parameter name",
-                ));
-            }
-            conditions.push(Condition {
-                source: Source::Query(v.name.clone()),
-                test: v.compile(&p)?,
-            });
-        }
-        if conditions.is_empty() {
+        if self.matcher.is_empty() {
             return Err(ConfigError::new(
                 mpath,
-                "expected at least one of header, cookie, query",
+                "expected at least one condition (header, cookie, query, a path, methods or host)",
             ));
         }
-        Ok(Rule {
-            conditions,
-            version,
-        })
-    }
-}
-
-impl RawValueMatch {
-    fn compile(&self, path: &str) -> Result<ValueTest, ConfigError> {
-        let given = [
-            self.exact.is_some(),
-            self.prefix.is_some(),
-            self.regex.is_some(),
-            self.present.is_some(),
-        ];
-        if given.iter().filter(|g| **g).count() != 1 {
-            return Err(ConfigError::new(
-                path,
-                "expected exactly one of exact, prefix, regex, present",
-            ));
-        }
-        Ok(if let Some(v) = &self.exact {
-            ValueTest::Exact(v.clone().into_bytes())
-        } else if let Some(v) = &self.prefix {
-            ValueTest::Prefix(v.clone().into_bytes())
-        } else if let Some(v) = &self.regex {
-            ValueTest::Regex(kit::config::full_match_regex(&join(path, "regex"), v)?)
-        } else {
-            ValueTest::Present(self.present.unwrap_or(true))
-        })
+        let matcher = self.matcher.compile(&mpath, kit::matcher::full_match)?;
+        Ok(Rule { matcher, version })
     }
 }
 
 impl RawSticky {
     fn compile(self, path: &str) -> Result<StickyKey, ConfigError> {
         let one_of = "expected exactly one of header, cookie, claim";
-        if self.from_header.is_some() && self.claim.is_none() {
-            return Err(ConfigError::new(
-                join(path, "fromHeader"),
-                "fromHeader goes with claim",
-            ));
-        }
-        match (self.header, self.cookie, self.claim) {
+        let claim = ClaimSource::compile(path, self.claim, self.from_header)?;
+        match (self.header, self.cookie, claim) {
             (Some(h), None, None) => Ok(StickyKey::Header(header_name(&join(path, "header"), &h)?)),
             (None, Some(c), None) => Ok(StickyKey::Cookie(cookie_name(&join(path, "cookie"), &c)?)),
-            (None, None, Some(claim)) => {
-                if claim.is_empty() {
-                    return Err(ConfigError::new(
-                        join(path, "claim"),
-                        "expected a claim name",
-                    ));
-                }
-                let from_header = match self.from_header {
-                    Some(h) => header_name(&join(path, "fromHeader"), &h)?,
-                    None => kit::claims::default_payload_header(),
-                };
-                Ok(StickyKey::Claim(ClaimSource { claim, from_header }))
-            }
+            (None, None, Some(claim)) => Ok(StickyKey::Claim(claim)),
             _ => Err(ConfigError::new(path, one_of)),
         }
     }

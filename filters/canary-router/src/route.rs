@@ -4,6 +4,7 @@
 use kit::Headers;
 use kit::claims::ClaimSource;
 use kit::hash::{hash64, scale};
+use kit::matcher::RequestMatch;
 
 /// A compiled configuration.
 #[derive(Debug)]
@@ -15,8 +16,8 @@ pub struct Router {
 
 #[derive(Debug)]
 pub struct Service {
-    pub host: HostMatch,
-    pub path_prefix: Option<Vec<u8>>,
+    /// The service's `host` and `pathPrefix`, as one request match.
+    pub selector: RequestMatch,
     pub rules: Vec<Rule>,
     /// The split, in config order.
     pub versions: Vec<Version>,
@@ -24,14 +25,6 @@ pub struct Service {
     pub pin: Option<PinCookie>,
     /// Mixed into the sticky hash, so one user's cohort differs per service.
     pub salt: String,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum HostMatch {
-    Any,
-    Exact(String),
-    /// `*.example.com`, stored as `.example.com`.
-    Suffix(String),
 }
 
 #[derive(Debug)]
@@ -45,32 +38,10 @@ pub struct Version {
 
 #[derive(Debug)]
 pub struct Rule {
-    pub conditions: Vec<Condition>,
+    /// The shared request match (`kit::matcher`).
+    pub matcher: RequestMatch,
     /// Index into the service's versions.
     pub version: usize,
-}
-
-#[derive(Debug)]
-pub struct Condition {
-    pub source: Source,
-    pub test: ValueTest,
-}
-
-#[derive(Debug)]
-pub enum Source {
-    Header(String),
-    Cookie(String),
-    Query(String),
-}
-
-#[derive(Debug)]
-pub enum ValueTest {
-    Exact(Vec<u8>),
-    Prefix(Vec<u8>),
-    /// Anchored at both ends when compiled.
-    Regex(regex_lite::Regex),
-    /// `true`: the value is there; `false`: it is not.
-    Present(bool),
 }
 
 #[derive(Debug)]
@@ -136,42 +107,18 @@ impl Router {
 
     /// The first service whose host and path prefix match.
     pub fn select(&self, headers: &Headers) -> Option<&Service> {
-        let host = headers.host()?;
-        let path = headers.path().unwrap_or(b"/");
-        self.services
-            .iter()
-            .find(|s| s.host.matches(host) && s.path_matches(path))
-    }
-}
-
-impl HostMatch {
-    pub fn matches(&self, host: &[u8]) -> bool {
-        match self {
-            HostMatch::Any => true,
-            HostMatch::Exact(name) => host.eq_ignore_ascii_case(name.as_bytes()),
-            HostMatch::Suffix(suffix) => {
-                host.len() > suffix.len()
-                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
-            }
-        }
+        self.services.iter().find(|s| s.selector.matches(headers))
     }
 }
 
 impl Service {
-    fn path_matches(&self, path: &[u8]) -> bool {
-        match &self.path_prefix {
-            Some(prefix) => path.starts_with(prefix),
-            None => true,
-        }
-    }
-
     /// Rule, then pin cookie, then sticky hash, then a random draw.
     fn choose(&self, headers: &Headers, random: impl FnOnce() -> u64) -> (usize, Reason) {
         if let Some((i, rule)) = self
             .rules
             .iter()
             .enumerate()
-            .find(|(_, r)| r.conditions.iter().all(|c| c.matches(headers)))
+            .find(|(_, r)| r.matcher.matches(headers))
         {
             return (rule.version, Reason::Rule(i));
         }
@@ -207,26 +154,6 @@ impl Service {
             .iter()
             .position(|v| bucket < u64::from(v.upper))
             .unwrap_or(self.versions.len() - 1)
-    }
-}
-
-impl Condition {
-    fn matches(&self, headers: &Headers) -> bool {
-        let value: Option<std::borrow::Cow<'_, [u8]>> = match &self.source {
-            Source::Header(name) => headers.get(name).map(Into::into),
-            Source::Cookie(name) => headers.cookie(name).map(Into::into),
-            Source::Query(name) => headers.query_param(name).map(Into::into),
-        };
-        match (&self.test, value) {
-            (ValueTest::Present(want), v) => v.is_some() == *want,
-            (_, None) => false,
-            (ValueTest::Exact(e), Some(v)) => *v == **e,
-            (ValueTest::Prefix(p), Some(v)) => v.starts_with(p),
-            // A non-UTF-8 value never matches a regex.
-            (ValueTest::Regex(re), Some(v)) => {
-                std::str::from_utf8(&v).is_ok_and(|s| re.is_match(s))
-            }
-        }
     }
 }
 

@@ -1131,7 +1131,7 @@ fn bad_matches() {
     assert_rejected(
         &rule("{}"),
         "services[0].rules[0].match",
-        &["expected at least one of header, cookie, query"],
+        &["expected at least one condition"],
     );
     assert_rejected(
         &rule(r#"{"header":{"name":"x-a"}}"#),
@@ -1174,10 +1174,37 @@ fn bad_matches() {
         &["unknown field `equals`"],
     );
     assert_rejected(
+        &rule(r#"{"uri":{"name":"x-a","exact":"1"}}"#),
+        "services[0].rules[0].match.uri",
+        &["unknown field `uri`"],
+    );
+    // The shared match's path test takes a string.
+    assert_rejected(
         &rule(r#"{"path":{"name":"x-a","exact":"1"}}"#),
         "services[0].rules[0].match.path",
-        &["unknown field `path`"],
+        &["expected a string"],
     );
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn a_rule_takes_every_condition_of_the_shared_match() {
+    let router = router(&service(&format!(
+        r#"{SPLIT},"rules":[{{"match":{{"pathPrefix":"/beta","methods":["GET"],
+            "headers":[{{"name":"x-group","exact":"beta"}}]}},"version":"v2"}}]"#
+    )));
+    let request = |method: &str, path: &str| {
+        req(&[
+            (":authority", "reviews"),
+            (":method", method),
+            (":path", path),
+            ("x-group", "beta"),
+        ])
+    };
+    let reason = |h: &Headers| router.decide(h, || 0).reason;
+    assert_eq!(reason(&request("GET", "/beta/x")), Some(Reason::Rule(0)));
+    assert_ne!(reason(&request("POST", "/beta/x")), Some(Reason::Rule(0)));
+    assert_ne!(reason(&request("GET", "/alpha")), Some(Reason::Rule(0)));
 }
 
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]

@@ -5,6 +5,7 @@
 use crate::jwks::KeySet;
 use kit::ConfigError;
 use kit::config::{RESERVED_HEADERS, header_name, join};
+use kit::matcher::{RawMatch, RequestMatch};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -77,18 +78,9 @@ pub struct RawClaimToHeader {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RawRule {
     #[serde(rename = "match", default)]
-    pub matcher: RawPathMatch,
+    pub matcher: RawMatch,
     /// `"none"`, `"optional"` or a list of provider names.
     pub requires: serde_json::Value,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RawPathMatch {
-    #[serde(default)]
-    pub path_prefix: Option<String>,
-    #[serde(default)]
-    pub path: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,17 +155,12 @@ pub enum Location {
     Cookie(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Rule {
-    pub path: PathMatch,
+    /// The shared request match (`kit::matcher`); the first rule matching
+    /// a request decides it.
+    pub matcher: RequestMatch,
     pub requires: Requires,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathMatch {
-    Any,
-    Prefix(String),
-    Exact(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -452,22 +439,9 @@ pub fn parse_jwks_uri(
 
 impl RawRule {
     fn compile(self, path: &str, providers: &[Provider]) -> Result<Rule, ConfigError> {
-        let mpath = join(path, "match");
-        let m = self.matcher;
-        let matcher = match (m.path_prefix, m.path) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::new(mpath, "set pathPrefix or path, not both"));
-            }
-            (Some(p), None) | (None, Some(p)) if !p.starts_with('/') => {
-                return Err(ConfigError::new(
-                    mpath,
-                    format!("expected a path starting with \"/\", got {p:?}"),
-                ));
-            }
-            (Some(p), None) => PathMatch::Prefix(p),
-            (None, Some(p)) => PathMatch::Exact(p),
-            (None, None) => PathMatch::Any,
-        };
+        let matcher = self
+            .matcher
+            .compile(&join(path, "match"), kit::matcher::no_regex)?;
         let rpath = join(path, "requires");
         let requires = match &self.requires {
             serde_json::Value::String(s) if s == "none" => Requires::None,
@@ -500,19 +474,6 @@ impl RawRule {
                 ));
             }
         };
-        Ok(Rule {
-            path: matcher,
-            requires,
-        })
-    }
-}
-
-impl PathMatch {
-    pub fn matches(&self, path: &[u8]) -> bool {
-        match self {
-            PathMatch::Any => true,
-            PathMatch::Prefix(p) => path.starts_with(p.as_bytes()),
-            PathMatch::Exact(p) => path == p.as_bytes(),
-        }
+        Ok(Rule { matcher, requires })
     }
 }

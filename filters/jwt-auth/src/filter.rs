@@ -16,13 +16,14 @@ use crate::rewrite;
 use crate::sync::{FetchOutcome, RemoteKeys};
 use crate::token::{self, Reject};
 use crate::verify;
+use kit::clock::{unix_millis as now_ms, unix_secs as now_secs};
+use kit::metrics::MetricIds;
 use kit::{
-    Action, ConfigError, Filter, Headers, Host, HttpCallResponse, HttpFilter, MapType, MetricType,
-    Wake,
+    Action, ConfigError, Filter, Headers, Host, HttpCallResponse, HttpFilter, MapType, Wake,
 };
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How often workers poll the shared JWKS and wake paused requests.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -42,31 +43,13 @@ impl Keys {
     }
 }
 
-/// Counters, defined once per VM.
+/// Counters, defined once per VM, by their name under `jwt_auth.`.
 #[derive(Default)]
-struct Metrics {
-    ids: RefCell<Vec<(String, u32)>>,
-}
+struct Metrics(MetricIds);
 
 impl Metrics {
     fn bump(&self, host: &dyn Host, name: &str) {
-        let id = self
-            .ids
-            .borrow()
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, id)| *id);
-        let id = match id {
-            Some(id) => id,
-            None => match host.define_metric(MetricType::Counter, &format!("jwt_auth.{name}")) {
-                Ok(id) => {
-                    self.ids.borrow_mut().push((name.to_string(), id));
-                    id
-                }
-                Err(_) => return,
-            },
-        };
-        let _ = host.increment_metric(id, 1);
+        self.0.count(host, name, || format!("jwt_auth.{name}"), 1);
     }
 }
 
@@ -77,20 +60,6 @@ pub struct JwtAuth {
     /// Whether the host has `verify_signature`; learnt on first use.
     host_crypto: Cell<Option<bool>>,
     metrics: Metrics,
-}
-
-fn now_secs(host: &dyn Host) -> u64 {
-    host.now()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs())
-}
-
-fn now_ms(host: &dyn Host) -> u64 {
-    host.now()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl JwtAuth {
@@ -381,8 +350,7 @@ impl HttpFilter for JwtHttp {
         };
         // Output headers are the filter's alone, whatever the rule.
         rewrite::strip_output_headers(host, &headers, &f.config.output_headers);
-        let path = headers.path_without_query().unwrap_or(b"/");
-        let Some(rule) = f.config.rules.iter().find(|r| r.path.matches(path)) else {
+        let Some(rule) = f.config.rules.iter().find(|r| r.matcher.matches(&headers)) else {
             self.forbid(host);
             return Action::Pause;
         };

@@ -21,7 +21,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
-use jwt_auth::config::{self, Config, JwksSource, Location, PathMatch, Requires};
+use jwt_auth::config::{self, Config, JwksSource, Location, Requires};
 use jwt_auth::jwks::{Alg, KeySet, Material};
 use jwt_auth::token::{self, MAX_TIME, Reject};
 use jwt_auth::verify::{self, PureRust, SignatureHost, Verified};
@@ -588,7 +588,9 @@ fn the_spec_example_compiles_with_istio_defaults() {
             &Requires::AnyOf(vec![0])
         ]
     );
-    assert_eq!(cfg.rules[0].path, PathMatch::Prefix("/healthz".into()));
+    let path = |p: &str| kit::Headers::from_pairs([(":path", p)]);
+    assert!(cfg.rules[0].matcher.matches(&path("/healthz/live?x=1")));
+    assert!(!cfg.rules[0].matcher.matches(&path("/api")));
     assert_eq!(cfg.cache_entries, 1000);
     assert_eq!(cfg.output_headers, ["x-jwt-payload", "x-jwt-sub"]);
 
@@ -859,13 +861,13 @@ fn config_errors_name_the_json_path() {
         ),
         (
             json!([{"match": {"pathPrefix": "api"}, "requires": "none"}]),
-            "rules[0].match",
+            "rules[0].match.pathPrefix",
             "starting with \"/\"",
         ),
         (
             json!([{"match": {"pathPrefix": "/a", "path": "/a"}, "requires": "none"}]),
             "rules[0].match",
-            "not both",
+            "at most one of pathPrefix, path, pathRegex",
         ),
         (json!([]), "rules", "at least one rule"),
     ] {
@@ -963,16 +965,18 @@ fn rules_match_paths_as_configured() {
         })
         .to_string(),
     );
-    assert_eq!(cfg.rules[0].path, PathMatch::Exact("/exact".into()));
-    assert!(cfg.rules[0].path.matches(b"/exact"));
-    assert!(!cfg.rules[0].path.matches(b"/exact/"));
-    assert!(!cfg.rules[0].path.matches(b"/exac"));
-    assert!(cfg.rules[1].path.matches(b"/api"));
-    assert!(cfg.rules[1].path.matches(b"/apiary"));
-    assert!(!cfg.rules[1].path.matches(b"/API"));
+    let path = |p: &str| kit::Headers::from_pairs([(":path", p)]);
+    let m = |i: usize, p: &str| cfg.rules[i].matcher.matches(&path(p));
+    assert!(m(0, "/exact"));
+    assert!(m(0, "/exact?q=1"));
+    assert!(!m(0, "/exact/"));
+    assert!(!m(0, "/exac"));
+    assert!(m(1, "/api"));
+    assert!(m(1, "/apiary"));
+    assert!(!m(1, "/API"));
     assert_eq!(cfg.rules[1].requires, Requires::AnyOf(vec![1, 0]));
-    assert_eq!(cfg.rules[2].path, PathMatch::Any);
-    assert!(cfg.rules[2].path.matches(b""));
+    assert!(cfg.rules[2].matcher.is_any());
+    assert!(m(2, ""));
 }
 
 // ---------------------------------------------------------------------------
@@ -1481,7 +1485,7 @@ fn jku_x5u_jwk_and_x5c_in_the_header_are_never_used() {
 /// defines it) is refused on every path. jwt-simple reads `jwk` as a string
 /// and fails on the object, so the pre-parse refuses it first: one decision
 /// whichever path checks the signature. Envoy's jwt_authn accepts it (an
-/// intended difference, listed in the README).
+/// intended difference, listed in docs/jwt-auth.md).
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 fn a_header_jwk_object_is_refused_on_every_path() {

@@ -1,6 +1,7 @@
 //! A claim from the JWT payload that the JWT filter forwards in a header
 //! (base64url JSON, as Envoy's `forward_payload_header`).
 
+use crate::config::{ConfigError, header_name, join};
 use crate::headers::Headers;
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -29,6 +30,37 @@ const URL_SAFE_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
 );
 
 impl ClaimSource {
+    /// Compiles the `claim` and `fromHeader` fields of a key source at JSON
+    /// path `path`: `None` when neither is given, an error when `fromHeader`
+    /// comes without `claim` or a name is not valid. Canary stickiness and
+    /// rate-limit keys read claims the same way.
+    pub fn compile(
+        path: &str,
+        claim: Option<String>,
+        from_header: Option<String>,
+    ) -> Result<Option<ClaimSource>, ConfigError> {
+        let Some(claim) = claim else {
+            return match from_header {
+                Some(_) => Err(ConfigError::new(
+                    join(path, "fromHeader"),
+                    "fromHeader goes with claim",
+                )),
+                None => Ok(None),
+            };
+        };
+        if claim.is_empty() {
+            return Err(ConfigError::new(
+                join(path, "claim"),
+                "expected a claim name",
+            ));
+        }
+        let from_header = match from_header {
+            Some(h) => header_name(&join(path, "fromHeader"), &h)?,
+            None => default_payload_header(),
+        };
+        Ok(Some(ClaimSource { claim, from_header }))
+    }
+
     /// The claim as a string (numbers and booleans as their JSON text), or
     /// `None` when the header, the claim or a valid payload is missing.
     pub fn extract(&self, headers: &Headers) -> Option<String> {

@@ -1,7 +1,7 @@
 //! The host-independent shape of a filter. A filter compiles its config once
 //! into a [`Filter`] value; each request gets a fresh [`HttpFilter`]. The
 //! proxy-wasm glue (`proxy::register`) and the tests drive both through a
-//! [`Host`], so the same code runs in Envoy and against [`crate::FakeHost`].
+//! [`Host`], so the same code runs in Envoy and against `FakeHost`.
 
 use crate::config::ConfigError;
 use crate::host::Host;

@@ -109,7 +109,7 @@ pub struct SharedValue {
 }
 
 /// Everything a filter may ask of Envoy. Implemented by `proxy::ProxyHost`
-/// over the real ABI and by [`crate::FakeHost`] in tests. No method panics.
+/// over the real ABI and by `FakeHost` in tests. No method panics.
 pub trait Host {
     /// Writes one line to Envoy's log.
     fn log(&self, level: LogLevel, message: &str);

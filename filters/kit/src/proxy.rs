@@ -1,6 +1,6 @@
 //! The real host over the proxy-wasm ABI, and the glue that runs a
 //! [`Filter`] as a proxy-wasm module. This is the only code that needs Envoy;
-//! everything it calls is tested natively with [`crate::FakeHost`].
+//! everything it calls is tested natively with `FakeHost`.
 
 use crate::abi;
 use crate::filter::{Action, Filter, HttpCallResponse, HttpFilter};
@@ -326,11 +326,16 @@ impl Host for ProxyHost {
 }
 
 /// Registers `F` as this module's root context. Call it from `_initialize`
-/// (see [`crate::export_filter!`]).
-pub fn register<F: Filter>() {
+/// (see [`crate::export_filter!`]); `version` is the filter crate's.
+pub fn register<F: Filter>(version: &'static str) {
     crate::logger::init();
+    let _ = VERSION.set(version);
     proxy_wasm::set_root_context(|_| Box::new(Root::<F>::new()));
 }
+
+/// The filter crate's version, for the start-up line. The root context
+/// factory is a plain `fn`, so it cannot carry it.
+static VERSION: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
 
 struct Root<F: Filter> {
     host: Rc<ProxyHost>,
@@ -383,6 +388,16 @@ impl<F: Filter> proxy_wasm::traits::Context for Root<F> {
 }
 
 impl<F: Filter> proxy_wasm::traits::RootContext for Root<F> {
+    fn on_vm_start(&mut self, _size: usize) -> bool {
+        // Once per VM: each worker's, and the throwaway one that checks
+        // the configuration.
+        log::info!(
+            "{}",
+            crate::build::banner(F::NAME, VERSION.get().copied().unwrap_or("?"))
+        );
+        true
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
         crate::logger::sync_level(&*self.host);
         let config = match self.host.plugin_config() {
@@ -503,7 +518,7 @@ macro_rules! export_filter {
         pub extern "C" fn _initialize() {
             // SAFETY: runs the static constructors once, as a reactor must.
             unsafe { __wasm_call_ctors() };
-            $crate::proxy::register::<$filter>();
+            $crate::proxy::register::<$filter>(env!("CARGO_PKG_VERSION"));
         }
     };
 }

@@ -8,63 +8,45 @@
 //! is almost certainly a mistake). Unknown keys are rejected. A stage's
 //! errors carry its key in the path: `rateLimit.rules[2].limit.per`.
 
+use crate::registry::{self, FilterEntry};
 use kit::ConfigError;
 use kit::config::join;
-use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-/// The stage keys, in the order the stages run.
-pub const KEYS: [&str; 4] = ["jwt", "rateLimit", "canary", "telemetry"];
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawSuite {
-    #[serde(default)]
-    jwt: Option<Value>,
-    #[serde(default)]
-    rate_limit: Option<Value>,
-    #[serde(default)]
-    canary: Option<Value>,
-    #[serde(default)]
-    telemetry: Option<Value>,
-}
-
-/// Each stage's config as the JSON bytes its filter expects, in [`KEYS`]
-/// order; `None` for an absent (or `null`) key.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Parts {
-    pub jwt: Option<Vec<u8>>,
-    pub rate_limit: Option<Vec<u8>>,
-    pub canary: Option<Vec<u8>>,
-    pub telemetry: Option<Vec<u8>>,
-}
+/// Each present stage's config as the JSON bytes its filter expects, in
+/// stage order. An absent (or `null`) key has no stage.
+pub type Parts = Vec<(&'static FilterEntry, Vec<u8>)>;
 
 /// Splits the suite's config into the stages' configs.
 pub fn split(bytes: Option<&[u8]>) -> Result<Parts, ConfigError> {
-    let raw: RawSuite = kit::config::parse_json(bytes)?;
-    let bytes = |key: &str, v: Option<Value>| -> Result<Option<Vec<u8>>, ConfigError> {
-        match v {
-            None | Some(Value::Null) => Ok(None),
-            Some(v @ Value::Object(_)) => serde_json::to_vec(&v)
-                .map(Some)
-                .map_err(|e| ConfigError::new(key, e.to_string())),
-            Some(_) => Err(ConfigError::new(key, "expected an object")),
-        }
-    };
-    let parts = Parts {
-        jwt: bytes("jwt", raw.jwt)?,
-        rate_limit: bytes("rateLimit", raw.rate_limit)?,
-        canary: bytes("canary", raw.canary)?,
-        telemetry: bytes("telemetry", raw.telemetry)?,
-    };
-    if parts.jwt.is_none()
-        && parts.rate_limit.is_none()
-        && parts.canary.is_none()
-        && parts.telemetry.is_none()
+    let mut raw: Map<String, Value> = kit::config::parse_json(bytes)?;
+    let known = || registry::suite_keys().collect::<Vec<_>>().join(", ");
+    if let Some(unknown) = raw
+        .keys()
+        .find(|k| !registry::suite_keys().any(|s| s == k.as_str()))
     {
         return Err(ConfigError::new(
+            unknown.as_str(),
+            format!("unknown field `{unknown}`, expected one of {}", known()),
+        ));
+    }
+    let mut parts = Vec::new();
+    for entry in registry::stages() {
+        let Some(key) = entry.suite_key else { continue };
+        match raw.remove(key) {
+            None | Some(Value::Null) => {}
+            Some(v @ Value::Object(_)) => {
+                let bytes =
+                    serde_json::to_vec(&v).map_err(|e| ConfigError::new(key, e.to_string()))?;
+                parts.push((entry, bytes));
+            }
+            Some(_) => return Err(ConfigError::new(key, "expected an object")),
+        }
+    }
+    if parts.is_empty() {
+        return Err(ConfigError::new(
             "",
-            "expected at least one of jwt, rateLimit, canary, telemetry",
+            format!("expected at least one of {}", known()),
         ));
     }
     Ok(parts)
@@ -79,19 +61,9 @@ pub fn under(key: &str, e: ConfigError) -> ConfigError {
 /// without a host: for manifest checks. `plugin_name` is the rate limiter's
 /// shared-data prefix.
 pub fn compile_json(bytes: Option<&[u8]>, plugin_name: &str) -> Result<(), ConfigError> {
-    let parts = split(bytes)?;
-    if let Some(b) = &parts.jwt {
-        jwt_auth::config::compile_json(Some(b)).map_err(|e| under("jwt", e))?;
-    }
-    if let Some(b) = &parts.rate_limit {
-        rate_limit::config::compile_json(Some(b), plugin_name)
-            .map_err(|e| under("rateLimit", e))?;
-    }
-    if let Some(b) = &parts.canary {
-        canary_router::config::compile_json(Some(b)).map_err(|e| under("canary", e))?;
-    }
-    if let Some(b) = &parts.telemetry {
-        telemetry::config::compile_json(Some(b)).map_err(|e| under("telemetry", e))?;
+    for (entry, bytes) in split(bytes)? {
+        let key = entry.suite_key.unwrap_or_default();
+        (entry.compile)(Some(&bytes), plugin_name).map_err(|e| under(key, e))?;
     }
     Ok(())
 }

@@ -5,12 +5,15 @@
 //!
 //! - [`config`]: the suite's `pluginConfig`, the four filters' configs under
 //!   `jwt`, `rateLimit`, `canary` and `telemetry`, each optional.
+//! - [`registry`]: every filter of the workspace, named once; the stages,
+//!   the manifest checks and xtask's size limits derive from it.
 //! - [`watch`]: a [`kit::Host`] wrapper that notes a stage's local reply
 //!   and HTTP calls.
 //! - [`suite`]: the [`kit::Filter`] that runs the stages as Envoy runs
 //!   separate filters.
 
 pub mod config;
+pub mod registry;
 pub mod suite;
 pub mod watch;
 

@@ -25,7 +25,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 /// A configured filter, whatever its type.
-trait Stage {
+pub(crate) trait Stage {
     fn new_http(&self) -> Box<dyn HttpFilter>;
     fn tick_period(&self) -> Option<Duration>;
     fn on_tick(&self, host: &dyn Host);
@@ -65,17 +65,12 @@ where
     }
 }
 
-fn stage<F: Filter>(
-    key: &str,
-    bytes: Option<Vec<u8>>,
-    host: &dyn Host,
-) -> Result<Option<Named>, ConfigError>
+/// Configures filter `F` as a stage (see [`crate::registry`]).
+pub(crate) fn stage<F: Filter>(bytes: &[u8], host: &dyn Host) -> Result<Box<dyn Stage>, ConfigError>
 where
     F::Http: 'static,
 {
-    let Some(bytes) = bytes else { return Ok(None) };
-    let filter = F::configure(Some(&bytes), host).map_err(|e| under(key, e))?;
-    Ok(Some((F::NAME, Box::new(Of(Rc::new(filter))))))
+    Ok(Box::new(Of(Rc::new(F::configure(Some(bytes), host)?))))
 }
 
 pub struct Suite {
@@ -108,16 +103,16 @@ impl Filter for Suite {
     type Http = SuiteHttp;
 
     fn configure(config: Option<&[u8]>, host: &dyn Host) -> Result<Self, ConfigError> {
-        let parts = config::split(config)?;
-        let stages: Vec<_> = [
-            stage::<jwt_auth::JwtAuth>("jwt", parts.jwt, host)?,
-            stage::<rate_limit::RateLimit>("rateLimit", parts.rate_limit, host)?,
-            stage::<canary_router::CanaryRouter>("canary", parts.canary, host)?,
-            stage::<telemetry::Telemetry>("telemetry", parts.telemetry, host)?,
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let mut stages: Vec<Named> = Vec::new();
+        for (entry, bytes) in config::split(config)? {
+            let (Some(key), Some(build)) = (entry.suite_key, entry.stage) else {
+                continue;
+            };
+            stages.push((
+                entry.crate_name,
+                build(&bytes, host).map_err(|e| under(key, e))?,
+            ));
+        }
         let n = stages.len();
         Ok(Suite {
             stages,

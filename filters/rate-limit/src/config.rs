@@ -19,6 +19,7 @@ use governor::Quota;
 use kit::ConfigError;
 use kit::claims::ClaimSource;
 use kit::config::{header_name, join};
+use kit::matcher::{RawMatch, RequestMatch};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -50,6 +51,7 @@ pub fn default_max_keys() -> u64 {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RawRule {
     pub name: String,
+    /// The shared request match (`kit::matcher`); empty: every request.
     #[serde(default, rename = "match")]
     pub matcher: RawMatch,
     #[serde(default)]
@@ -59,30 +61,6 @@ pub struct RawRule {
     pub mode: Mode,
     #[serde(default)]
     pub on_missing_key: OnMissingKey,
-}
-
-/// Every condition given must hold; an empty match matches every request.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RawMatch {
-    #[serde(default)]
-    pub path_prefix: Option<String>,
-    #[serde(default)]
-    pub methods: Vec<String>,
-    #[serde(default)]
-    pub headers: Vec<RawHeaderMatch>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RawHeaderMatch {
-    pub name: String,
-    #[serde(default)]
-    pub exact: Option<String>,
-    #[serde(default)]
-    pub prefix: Option<String>,
-    #[serde(default)]
-    pub present: Option<bool>,
 }
 
 /// One key source; exactly one of its source fields must be given (see the
@@ -189,35 +167,12 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
-    pub matcher: Match,
+    pub matcher: RequestMatch,
     pub key: Vec<KeySource>,
     pub limit: Limit,
     pub mode: Mode,
     pub on_missing_key: OnMissingKey,
     pub buckets: Buckets,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Match {
-    pub path_prefix: Option<Vec<u8>>,
-    /// Upper-case methods; empty means any.
-    pub methods: Vec<String>,
-    pub headers: Vec<HeaderMatch>,
-}
-
-#[derive(Debug, Clone)]
-pub struct HeaderMatch {
-    /// Lowercase.
-    pub name: String,
-    pub test: HeaderTest,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderTest {
-    Exact(Vec<u8>),
-    Prefix(Vec<u8>),
-    /// `true`: the header must be present; `false`: absent.
-    Present(bool),
 }
 
 /// The limit as configured: `requests` per `per`, with `burst` at once.
@@ -241,33 +196,6 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Lowercase names, in name order.
     pub headers: Vec<(String, Vec<u8>)>,
-}
-
-impl Match {
-    /// Whether the request matches every condition.
-    pub fn matches(&self, headers: &kit::Headers) -> bool {
-        if let Some(prefix) = &self.path_prefix {
-            match headers.path_without_query() {
-                Some(path) if path.starts_with(prefix) => {}
-                _ => return false,
-            }
-        }
-        if !self.methods.is_empty() {
-            let method = headers.get(":method").unwrap_or_default();
-            if !self.methods.iter().any(|m| m.as_bytes() == method) {
-                return false;
-            }
-        }
-        self.headers.iter().all(|h| {
-            let value = headers.get(&h.name);
-            match (&h.test, value) {
-                (HeaderTest::Present(want), v) => *want == v.is_some(),
-                (HeaderTest::Exact(x), Some(v)) => v == x.as_slice(),
-                (HeaderTest::Prefix(p), Some(v)) => v.starts_with(p),
-                (_, None) => false,
-            }
-        })
-    }
 }
 
 /// Parses and compiles a `pluginConfig`. `plugin_name` prefixes the
@@ -372,7 +300,9 @@ impl RawRule {
                 ),
             ));
         }
-        let matcher = self.matcher.compile(&join(path, "match"))?;
+        let matcher = self
+            .matcher
+            .compile(&join(path, "match"), kit::matcher::no_regex)?;
         let key = self
             .key
             .into_iter()
@@ -437,58 +367,6 @@ impl RawLimit {
     }
 }
 
-impl RawMatch {
-    fn compile(self, path: &str) -> Result<Match, ConfigError> {
-        if let Some(prefix) = &self.path_prefix
-            && !prefix.starts_with('/')
-        {
-            return Err(ConfigError::new(
-                join(path, "pathPrefix"),
-                format!("expected a path starting with \"/\", got {prefix:?}"),
-            ));
-        }
-        let mut methods = Vec::with_capacity(self.methods.len());
-        for (i, m) in self.methods.iter().enumerate() {
-            if !kit::config::is_token(m) {
-                return Err(ConfigError::new(
-                    join(path, &format!("methods[{i}]")),
-                    format!("expected an HTTP method like \"GET\", got {m:?}"),
-                ));
-            }
-            methods.push(m.to_ascii_uppercase());
-        }
-        let headers = self
-            .headers
-            .into_iter()
-            .enumerate()
-            .map(|(i, h)| h.compile(&join(path, &format!("headers[{i}]"))))
-            .collect::<Result<_, _>>()?;
-        Ok(Match {
-            path_prefix: self.path_prefix.map(String::into_bytes),
-            methods,
-            headers,
-        })
-    }
-}
-
-impl RawHeaderMatch {
-    fn compile(self, path: &str) -> Result<HeaderMatch, ConfigError> {
-        let name = header_name(&join(path, "name"), &self.name)?;
-        let test = match (self.exact, self.prefix, self.present) {
-            (Some(v), None, None) => HeaderTest::Exact(v.into_bytes()),
-            (None, Some(v), None) => HeaderTest::Prefix(v.into_bytes()),
-            (None, None, Some(p)) => HeaderTest::Present(p),
-            _ => {
-                return Err(ConfigError::new(
-                    path,
-                    "expected exactly one of exact, prefix, present",
-                ));
-            }
-        };
-        Ok(HeaderMatch { name, test })
-    }
-}
-
 impl RawKeySource {
     fn compile(self, path: &str) -> Result<KeySource, ConfigError> {
         let given = [
@@ -505,12 +383,7 @@ impl RawKeySource {
                 "expected exactly one key source: header, remoteAddress, path, method, query or claim",
             ));
         }
-        if self.from_header.is_some() && self.claim.is_none() {
-            return Err(ConfigError::new(
-                join(path, "fromHeader"),
-                "fromHeader goes with claim",
-            ));
-        }
+        let claim = ClaimSource::compile(path, self.claim, self.from_header)?;
         Ok(if let Some(h) = self.header {
             KeySource::Header(header_name(&join(path, "header"), &h)?)
         } else if let Some(r) = self.remote_address {
@@ -529,19 +402,10 @@ impl RawKeySource {
                 ));
             }
             KeySource::Query(q)
+        } else if let Some(claim) = claim {
+            KeySource::Claim(claim)
         } else {
-            let claim = self.claim.unwrap_or_default();
-            if claim.is_empty() {
-                return Err(ConfigError::new(
-                    join(path, "claim"),
-                    "expected a claim name",
-                ));
-            }
-            let from_header = match self.from_header {
-                Some(h) => header_name(&join(path, "fromHeader"), &h)?,
-                None => kit::claims::default_payload_header(),
-            };
-            KeySource::Claim(ClaimSource { claim, from_header })
+            return Err(ConfigError::new(path, "expected a key source"));
         })
     }
 }

@@ -19,10 +19,10 @@ use crate::headers;
 use governor::nanos::Nanos;
 use kit::{Action, ConfigError, Filter, Host, HttpFilter, MapType, MetricType};
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The property later filters read.
-pub const DECISION_PROPERTY: &str = "rate_limit_decision";
+pub const DECISION_PROPERTY: &str = kit::handoff::RATE_LIMIT_DECISION;
 
 /// The counters of one rule, `rate_limit.<rule>.<counter>`.
 pub const COUNTERS: [&str; 5] = [
@@ -173,8 +173,7 @@ impl RateLimitHttp {
 }
 
 fn now_nanos(host: &dyn Host) -> Option<Nanos> {
-    let since = host.now().ok()?.duration_since(UNIX_EPOCH).ok()?;
-    u64::try_from(since.as_nanos()).ok().map(Nanos::from)
+    kit::clock::unix_nanos(host).map(Nanos::from)
 }
 
 impl HttpFilter for RateLimitHttp {

@@ -1,4 +1,4 @@
-//! Rate limiting that holds its promise per Envoy process (issue 4).
+//! Rate limiting that holds its promise per Envoy process.
 //!
 //! - [`gcra`]: governor's GCRA over Envoy shared data, so every worker VM
 //!   counts against the same buckets.

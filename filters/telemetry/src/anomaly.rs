@@ -33,7 +33,7 @@ use crate::config::Anomaly;
 use kit::{Host, HostError, LogLevel, MetricType};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Latency buckets: bucket 0 holds <= 1 ms, bucket `i` holds
 /// `(2^((i-1)/4), 2^(i/4)]` ms, the last one everything above.
@@ -376,10 +376,10 @@ impl Detector {
 
     /// The tick: flush this VM's counts, close due windows, publish changes.
     pub fn on_tick(&self, host: &dyn Host) {
-        let Ok(now) = host.now() else { return };
-        let now_ms = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let Some(now) = kit::clock::since_epoch(host) else {
+            return;
+        };
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
         let current = now_ms / self.window_ms();
         self.window.set(current);
         for route in 0..self.routes.len() {

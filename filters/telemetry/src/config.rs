@@ -4,7 +4,7 @@
 //!
 //! | field                          | type                         | default              |
 //! |--------------------------------|------------------------------|----------------------|
-//! | `routes`                       | `[{name, pathPrefix│regex}]` | `[]`                 |
+//! | `routes`                       | `[{name, pathPrefix│regex│match}]` | `[]`           |
 //! | `dimensions`                   | list of dimension names      | `["route", "method", "response_code"]` |
 //! | `versionHeader`                | header name                  | `x-route-version`    |
 //! | `sourceWorkloadHeader`         | header name                  | none (required by `source_workload`) |
@@ -35,6 +35,7 @@ use kit::ConfigError;
 use kit::LogLevel;
 use kit::claims::ClaimSource;
 use kit::config::{header_name, join};
+use kit::matcher::{RawMatch, RequestMatch, full_match};
 use serde::Deserialize;
 
 /// The largest `maxValuesPerLabel`.
@@ -102,10 +103,43 @@ pub fn default_max_values() -> u64 {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RawRoute {
     pub name: String,
+    /// Shorthand for `match: {pathPrefix}`.
     #[serde(default)]
     pub path_prefix: Option<String>,
+    /// Shorthand for `match: {pathRegex}`.
     #[serde(default)]
     pub regex: Option<String>,
+    /// The shared request match (`kit::matcher`), for more than a path.
+    #[serde(default, rename = "match")]
+    pub matcher: Option<RawMatch>,
+}
+
+impl RawRoute {
+    /// The route's compiled match: exactly one of `pathPrefix`, `regex`
+    /// and `match` must be given.
+    fn compile_match(&mut self, path: &str) -> Result<RequestMatch, ConfigError> {
+        match (
+            self.path_prefix.take(),
+            self.regex.take(),
+            self.matcher.take(),
+        ) {
+            (Some(p), None, None) => RawMatch::path_prefix(p).compile(path, full_match),
+            (None, Some(r), None) => {
+                let m = RawMatch {
+                    path_regex: Some(r),
+                    ..RawMatch::default()
+                };
+                // The error names the field as this shorthand spells it.
+                m.compile(path, full_match)
+                    .map_err(|e| ConfigError::new(e.path.replace("pathRegex", "regex"), e.message))
+            }
+            (None, None, Some(m)) => m.compile(&join(path, "match"), full_match),
+            _ => Err(ConfigError::new(
+                path,
+                "expected exactly one of pathPrefix, regex, match",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,18 +291,10 @@ impl Dimension {
     }
 }
 
-/// How a route matches the path (query and fragment stripped).
-#[derive(Debug, Clone)]
-pub enum RouteMatch {
-    Prefix(String),
-    /// Anchored: the whole path must match.
-    Regex(regex_lite::Regex),
-}
-
 #[derive(Debug, Clone)]
 pub struct Route {
     pub name: String,
-    pub matcher: RouteMatch,
+    pub matcher: RequestMatch,
 }
 
 #[derive(Debug, Clone)]
@@ -351,7 +377,7 @@ fn check_label_value(path: &str, v: &str) -> Result<(), ConfigError> {
 impl RawConfig {
     pub fn compile(self) -> Result<Config, ConfigError> {
         let mut routes = Vec::with_capacity(self.routes.len());
-        for (i, r) in self.routes.iter().enumerate() {
+        for (i, mut r) in self.routes.into_iter().enumerate() {
             let path = format!("routes[{i}]");
             check_label_value(&join(&path, "name"), &r.name)?;
             if routes.iter().any(|x: &Route| x.name == r.name) {
@@ -360,28 +386,9 @@ impl RawConfig {
                     format!("duplicate route name {:?}", r.name),
                 ));
             }
-            let matcher = match (&r.path_prefix, &r.regex) {
-                (Some(p), None) => {
-                    if !p.starts_with('/') {
-                        return Err(ConfigError::new(
-                            join(&path, "pathPrefix"),
-                            format!("expected a path starting with '/', got {p:?}"),
-                        ));
-                    }
-                    RouteMatch::Prefix(p.clone())
-                }
-                (None, Some(v)) => {
-                    RouteMatch::Regex(kit::config::full_match_regex(&join(&path, "regex"), v)?)
-                }
-                _ => {
-                    return Err(ConfigError::new(
-                        path,
-                        "expected exactly one of pathPrefix, regex",
-                    ));
-                }
-            };
+            let matcher = r.compile_match(&path)?;
             routes.push(Route {
-                name: r.name.clone(),
+                name: r.name,
                 matcher,
             });
         }

@@ -21,7 +21,8 @@
 use crate::anomaly::Detector;
 use crate::config::Config;
 use crate::labels::{self, Caps};
-use crate::metrics::{self, Registry};
+use crate::metrics;
+use kit::metrics::MetricIds;
 use kit::{Action, ConfigError, Filter, Host, HttpFilter, MapType, MetricType};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const TRACEPARENT: &str = "traceparent";
 pub const REQUEST_ID: &str = "x-request-id";
-pub const DECISION_PROPERTY: &str = "rate_limit_decision";
+pub const DECISION_PROPERTY: &str = kit::handoff::RATE_LIMIT_DECISION;
 
 /// How many raw label sets a VM remembers the metrics of. Each label's cap
 /// bounds the series, not the raw values, so this bounds the memory.
@@ -57,7 +58,7 @@ pub struct Telemetry {
     pub config: Config,
     /// Per VM: the label caps and the metric ids.
     caps: RefCell<Caps>,
-    registry: RefCell<Registry>,
+    registry: MetricIds,
     /// Raw label values (joined) → their metrics, at most `MEMO_ENTRIES`.
     memo: RefCell<HashMap<String, LabelIds>>,
     /// With `anomaly` configured.
@@ -89,7 +90,7 @@ impl Filter for Telemetry {
         Ok(Telemetry {
             config,
             caps: RefCell::new(caps),
-            registry: RefCell::new(Registry::default()),
+            registry: MetricIds::default(),
             memo: RefCell::new(HashMap::new()),
             anomaly,
         })
@@ -117,7 +118,7 @@ impl Filter for Telemetry {
 impl Telemetry {
     /// How many distinct stat names this VM has defined.
     pub fn defined_metrics(&self) -> usize {
-        self.registry.borrow().len()
+        self.registry.len()
     }
 
     fn record(&self, host: &dyn Host, r: &Record) {
@@ -155,7 +156,7 @@ impl Telemetry {
                 pairs.push((dim.label(), value));
             }
         }
-        let mut reg = self.registry.borrow_mut();
+        let reg = &self.registry;
         let overflow = overflow
             .into_iter()
             .filter_map(|label| {
@@ -179,7 +180,7 @@ impl Telemetry {
         for (i, ((_, kind), value)) in RECORDED.iter().zip(values).enumerate() {
             let Some(value) = value else { continue };
             if l.ids[i].is_none() {
-                l.ids[i] = self.registry.borrow_mut().id(host, *kind, &l.names[i]);
+                l.ids[i] = self.registry.id(host, *kind, &l.names[i]);
             }
             if let Some(id) = l.ids[i] {
                 let _ = match kind {
@@ -223,10 +224,7 @@ impl Telemetry {
                 "bytes_in" => r.bytes_in.into(),
                 "bytes_out" => r.bytes_out.into(),
                 "version" => r.headers.get_str(&self.config.version_header).into(),
-                "route" => {
-                    labels::route_name(&self.config.routes, r.headers.path().unwrap_or_default())
-                        .into()
-                }
+                "route" => labels::route_name(&self.config.routes, &r.headers).into(),
                 "trace_id" => r
                     .headers
                     .get(TRACEPARENT)
@@ -433,10 +431,7 @@ impl HttpFilter for TelemetryHttp {
         };
         self.filter.record(host, &record);
         if let Some(d) = &self.filter.anomaly
-            && let Some(route) = labels::route_index(
-                &self.filter.config.routes,
-                record.headers.path().unwrap_or_default(),
-            )
+            && let Some(route) = labels::route_index(&self.filter.config.routes, &record.headers)
         {
             d.observe(route, record.status, record.duration_ms.unwrap_or(0));
         }

@@ -4,15 +4,16 @@
 //!   [`MAX_VALUE_LEN`] characters; empty or absent is [`UNKNOWN`]. These are
 //!   characters Envoy's tag extraction (see [`crate::metrics`]) and
 //!   Prometheus label values accept unchanged.
-//! - [`route_name`]: the first configured route matching the path (query and
-//!   fragment stripped), else [`UNMATCHED`].
+//! - [`route_name`]: the first configured route matching the request (the
+//!   shared `kit::matcher`; paths compared without the query), else
+//!   [`UNMATCHED`].
 //! - [`Caps`]: per label, at most `maxValuesPerLabel` distinct values;
 //!   later new values become [`OTHER`], so a label shows at most
 //!   `maxValuesPerLabel + 1` values. The cap is **per Wasm VM** (one per
 //!   Envoy worker): values are admitted first come, first served on each
 //!   worker, so the process-wide bound is `workers × (cap + 1)`.
 
-use crate::config::{Config, Dimension, Route, RouteMatch};
+use crate::config::{Config, Dimension, Route};
 use kit::Headers;
 use std::collections::HashSet;
 
@@ -53,20 +54,14 @@ pub fn strip_query(path: &[u8]) -> &[u8] {
     &path[..end]
 }
 
-/// The index of the first route matching `path` (query stripped here). A
-/// non-UTF-8 path never matches a regex.
-pub fn route_index(routes: &[Route], path: &[u8]) -> Option<usize> {
-    let path = strip_query(path);
-    routes.iter().position(|r| match &r.matcher {
-        RouteMatch::Prefix(p) => path.starts_with(p.as_bytes()),
-        RouteMatch::Regex(re) => std::str::from_utf8(path).is_ok_and(|s| re.is_match(s)),
-    })
+/// The index of the first route matching the request (`kit::matcher`).
+pub fn route_index(routes: &[Route], headers: &Headers) -> Option<usize> {
+    routes.iter().position(|r| r.matcher.matches(headers))
 }
 
-/// The name of the first route matching `path` (query stripped here), or
-/// [`UNMATCHED`].
-pub fn route_name<'a>(routes: &'a [Route], path: &[u8]) -> &'a str {
-    match route_index(routes, path).and_then(|i| routes.get(i)) {
+/// The name of the first route matching the request, or [`UNMATCHED`].
+pub fn route_name<'a>(routes: &'a [Route], headers: &Headers) -> &'a str {
+    match route_index(routes, headers).and_then(|i| routes.get(i)) {
         Some(r) => &r.name,
         None => UNMATCHED,
     }
@@ -84,9 +79,7 @@ pub fn values(config: &Config, headers: &Headers, status: u32) -> Vec<String> {
         .dimensions
         .iter()
         .map(|d| match d {
-            Dimension::Route => {
-                route_name(&config.routes, headers.path().unwrap_or_default()).to_string()
-            }
+            Dimension::Route => route_name(&config.routes, headers).to_string(),
             Dimension::Method => sanitize(headers.get(":method").unwrap_or_default()),
             Dimension::ResponseCode => status.to_string(),
             Dimension::ResponseCodeClass => code_class(status),

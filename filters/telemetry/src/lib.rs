@@ -1,4 +1,4 @@
-//! Telemetry for Prometheus, Loki and Jaeger (issue 5).
+//! Telemetry for Prometheus, Loki and Jaeger.
 //!
 //! - [`config`]: the `pluginConfig` and its compilation, with path-naming
 //!   errors.

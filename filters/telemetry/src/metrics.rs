@@ -31,9 +31,7 @@
 //!   the route's anomaly alert fires (see [`crate::anomaly`]).
 
 use crate::config::Dimension;
-use kit::{Host, MetricType};
 use serde_json::json;
-use std::collections::HashMap;
 
 pub const REQUESTS_TOTAL: &str = "requests_total";
 pub const REQUEST_DURATION: &str = "request_duration_milliseconds";
@@ -95,31 +93,4 @@ pub fn stats_tags_for(dimensions: &[Dimension]) -> serde_json::Value {
         }
     }
     serde_json::Value::Array(tags)
-}
-
-/// Metric ids by stat name, defined once each per VM.
-#[derive(Debug, Default)]
-pub struct Registry {
-    ids: HashMap<String, u32>,
-}
-
-impl Registry {
-    /// The id of `name`, defining it on first use; `None` if the host
-    /// refuses.
-    pub fn id(&mut self, host: &dyn Host, kind: MetricType, name: &str) -> Option<u32> {
-        if let Some(id) = self.ids.get(name) {
-            return Some(*id);
-        }
-        let id = host.define_metric(kind, name).ok()?;
-        self.ids.insert(name.to_string(), id);
-        Some(id)
-    }
-
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
 }

@@ -29,18 +29,53 @@ fn sanitises() {
     assert_eq!(sanitize(&[b'x'; 500]).len(), MAX_VALUE_LEN);
 }
 
+/// A request with this `:path`.
+fn path(p: &str) -> Headers {
+    Headers::from_pairs([(":path", p)])
+}
+
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 fn routes_match_in_order_without_query() {
     let c = compile_json(Some(ROUTES.as_bytes())).unwrap();
-    assert_eq!(route_name(&c.routes, b"/orders/7?x=1"), "orders");
-    assert_eq!(route_name(&c.routes, b"/users/42"), "user");
-    assert_eq!(route_name(&c.routes, b"/users/42?tab=1"), "user");
+    assert_eq!(route_name(&c.routes, &path("/orders/7?x=1")), "orders");
+    assert_eq!(route_name(&c.routes, &path("/users/42")), "user");
+    assert_eq!(route_name(&c.routes, &path("/users/42?tab=1")), "user");
     // The regex must match the whole path.
-    assert_eq!(route_name(&c.routes, b"/users/42/edit"), "all-users");
-    assert_eq!(route_name(&c.routes, b"/other"), "unmatched");
-    assert_eq!(route_name(&c.routes, b"/x?/orders"), "unmatched");
-    assert_eq!(route_name(&c.routes, b""), "unmatched");
+    assert_eq!(route_name(&c.routes, &path("/users/42/edit")), "all-users");
+    assert_eq!(route_name(&c.routes, &path("/other")), "unmatched");
+    assert_eq!(route_name(&c.routes, &path("/x?/orders")), "unmatched");
+    assert_eq!(route_name(&c.routes, &path("")), "unmatched");
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn a_route_takes_the_shared_match_too() {
+    let c = compile_json(Some(
+        br#"{"routes": [{"name": "writes", "match": {"pathPrefix": "/api", "methods": ["POST"]}},
+                        {"name": "api", "pathPrefix": "/api"}]}"#,
+    ))
+    .unwrap();
+    let req = |m: &str| Headers::from_pairs([(":method", m), (":path", "/api/x")]);
+    assert_eq!(route_name(&c.routes, &req("POST")), "writes");
+    assert_eq!(route_name(&c.routes, &req("GET")), "api");
+    for (json, err) in [
+        (
+            r#"{"routes": [{"name": "a", "pathPrefix": "/a", "match": {}}]}"#,
+            "routes[0]: expected exactly one of pathPrefix, regex, match",
+        ),
+        (
+            r#"{"routes": [{"name": "a", "match": {"pathPrefix": "a"}}]}"#,
+            "routes[0].match.pathPrefix: expected a path starting with",
+        ),
+        (
+            r#"{"routes": [{"name": "a", "regex": "("}]}"#,
+            "routes[0].regex: invalid regex",
+        ),
+    ] {
+        let e = compile_json(Some(json.as_bytes())).unwrap_err().to_string();
+        assert!(e.starts_with(err), "{json}: {e}");
+    }
 }
 
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
