@@ -3,7 +3,7 @@
 //! another one) reruns this: there is no dirty flag, because watching the
 //! working tree would rebuild every module on every edit.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
@@ -21,16 +21,23 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     // HEAD moves on a checkout; the ref it points to moves on a commit. Git
-    // may keep that ref in packed-refs instead, so watch that file too.
-    for file in ["HEAD", "packed-refs"] {
-        if let Some(path) = git(&["rev-parse", "--git-path", file]) {
-            watch(path);
-        }
+    // keeps a ref as a file of its own or in packed-refs. Only files that
+    // exist are watched: cargo reruns a script whose watched file is missing
+    // on every build, which would rebuild every module every time.
+    if let Some(head) = git(&["rev-parse", "--git-path", "HEAD"]) {
+        watch(&head);
+    }
+    if let Some(packed) = git(&["rev-parse", "--git-path", "packed-refs"]) {
+        watch(&packed);
     }
     if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"])
-        && let Some(path) = git(&["rev-parse", "--git-path", &reference])
+        && let Some(loose) = git(&["rev-parse", "--git-path", &reference])
+        && !watch(&loose)
     {
-        watch(path);
+        // A packed ref: a commit writes it as a file again, in this folder.
+        if let Some(folder) = Path::new(&loose).parent() {
+            watch(&folder.to_string_lossy());
+        }
     }
     // A source tree without git (a release tarball) may name its commit.
     let commit = std::env::var("MESH_FILTERS_GIT_COMMIT")
@@ -40,12 +47,19 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=MESH_FILTERS_GIT_COMMIT={commit}");
     println!("cargo:rerun-if-env-changed=MESH_FILTERS_GIT_COMMIT");
+    // Without a rerun-if-changed line cargo would rerun the script on any
+    // change in the crate; outside git, one on the script itself stops that.
+    println!("cargo:rerun-if-changed=build.rs");
 }
 
 /// Reruns the build script when `path` (relative to the crate, as git
-/// prints it) changes, or appears.
-fn watch(path: String) {
+/// prints it) changes; `false`, and nothing watched, when it does not exist.
+fn watch(path: &str) -> bool {
     let mut full = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     full.push(path);
+    if !full.exists() {
+        return false;
+    }
     println!("cargo:rerun-if-changed={}", full.display());
+    true
 }

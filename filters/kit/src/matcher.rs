@@ -113,6 +113,20 @@ const VALUE_FIELDS: &[&str] = &["name", "exact", "prefix", "regex", "present"];
 /// with derived structs.
 struct Field(&'static [&'static str]);
 
+/// Fails on a field given twice, as derived structs do.
+fn once<E: serde::de::Error>(
+    seen: &mut u16,
+    fields: &[&'static str],
+    key: &'static str,
+) -> Result<(), E> {
+    let bit = 1u16 << fields.iter().position(|f| *f == key).unwrap_or(15);
+    if *seen & bit != 0 {
+        return Err(E::duplicate_field(key));
+    }
+    *seen |= bit;
+    Ok(())
+}
+
 impl<'de> serde::de::DeserializeSeed<'de> for Field {
     type Value = &'static str;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<&'static str, D::Error> {
@@ -147,7 +161,9 @@ impl<'de> Deserialize<'de> for RawMatch {
                 mut map: A,
             ) -> Result<RawMatch, A::Error> {
                 let mut m = RawMatch::default();
+                let mut seen = 0;
                 while let Some(key) = map.next_key_seed(Field(MATCH_FIELDS))? {
+                    once(&mut seen, MATCH_FIELDS, key)?;
                     match key {
                         "pathPrefix" => m.path_prefix = map.next_value()?,
                         "path" => m.path = map.next_value()?,
@@ -183,7 +199,9 @@ impl<'de> Deserialize<'de> for RawValueMatch {
             ) -> Result<RawValueMatch, A::Error> {
                 let mut v = RawValueMatch::default();
                 let mut name = None;
+                let mut seen = 0;
                 while let Some(key) = map.next_key_seed(Field(VALUE_FIELDS))? {
+                    once(&mut seen, VALUE_FIELDS, key)?;
                     match key {
                         "name" => name = Some(map.next_value()?),
                         "exact" => v.exact = map.next_value()?,
@@ -703,6 +721,23 @@ mod tests {
             assert_eq!(e.path, path, "{json}");
             assert!(e.message.contains(message), "{json}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn unknown_and_repeated_fields_are_refused() {
+        let e = serde_json::from_str::<RawMatch>(r#"{"pathPrefix": "/a", "pathPrefix": "/b"}"#)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("duplicate field `pathPrefix`"),
+            "{e}"
+        );
+        let e = serde_json::from_str::<RawMatch>(r#"{"header": {"name": "a", "name": "b"}}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("duplicate field `name`"), "{e}");
+        let e = serde_json::from_str::<RawMatch>(r#"{"uri": "/"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `uri`"), "{e}");
+        let e = serde_json::from_str::<RawMatch>(r#"{"header": {"exact": "x"}}"#).unwrap_err();
+        assert!(e.to_string().contains("missing field `name`"), "{e}");
     }
 
     #[test]
