@@ -83,7 +83,7 @@ impl WasmPlugin {
             return Some(self.plugin_config.clone().unwrap_or_else(|| json!({})));
         }
         if registry::suite().is_some_and(|s| s.module == file) {
-            let key = registry::by_module(module)?.suite_key?;
+            let key = registry::by_module(module)?.suite_key()?;
             return self
                 .plugin_config
                 .as_ref()?
@@ -98,7 +98,7 @@ impl WasmPlugin {
     /// stage's key; unchanged if it runs no filter the suite holds.
     pub fn as_suite(mut self) -> WasmPlugin {
         if let Ok(file) = self.module_file_name()
-            && let Some(key) = registry::by_module(&file).and_then(|f| f.suite_key)
+            && let Some(key) = registry::by_module(&file).and_then(|f| f.suite_key())
         {
             let config = self.plugin_config.take().unwrap_or_else(|| json!({}));
             self.plugin_config = Some(json!({ key: config }));

@@ -2,17 +2,10 @@
 //! filter crate, and what each entry points at exists: so a new filter
 //! cannot be half-added, and a missed step fails here saying what to add.
 
+use e2e::envoy::workspace_root as root;
 use e2e::image::meta;
 use e2e::manifest;
 use mesh_suite::registry::{self, FILTERS};
-use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
 
 #[test]
 fn registry_lists_every_filter_crate() {
@@ -24,7 +17,7 @@ fn registry_lists_every_filter_crate() {
             missing.push(format!(
                 "filters/{name} builds a Wasm module but the filter registry has no entry \
                  for it: add a FilterEntry {{ crate_name: {name:?}, module: \"{module}\", \
-                 suite_key, size_budget_kib, example: \"{name}/wasmplugin.yaml\", \
+                 size_budget_kib, example: \"{name}/wasmplugin.yaml\", \
                  doc: \"docs/{name}.md\", compile, stage }} to \
                  filters/mesh-suite/src/registry.rs (see CONTRIBUTING.md)",
                 name = p.name,

@@ -7,13 +7,12 @@
 use e2e::Harness;
 use e2e::image::meta;
 use mesh_suite::registry::FILTERS;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 #[test]
 fn every_module_logs_its_name_version_and_commit_at_start() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let packages = meta::filter_packages(root).unwrap();
+    let root = e2e::envoy::workspace_root();
+    let packages = meta::filter_packages(&root).unwrap();
     for f in FILTERS {
         let h = Harness::start(&root.join("wasmplugins").join(f.example)).unwrap();
         // With MESH_SUITE=1 the example runs as the suite module.

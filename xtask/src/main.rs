@@ -298,7 +298,7 @@ fn build_packages(packages: &[e2e::image::meta::Package]) -> Result<Vec<PathBuf>
     let (composites, singles): (Vec<_>, Vec<_>) = packages
         .iter()
         .zip(&entries)
-        .partition(|(_, e)| e.suite_key.is_none());
+        .partition(|(_, e)| e.stage.is_none());
     let composites: Vec<_> = composites.into_iter().map(|(p, _)| p).collect();
     let singles: Vec<_> = singles.into_iter().map(|(p, _)| p).collect();
     let mut cmd = wasm_build();

@@ -5,7 +5,7 @@
 use crate::route::{PinCookie, Router, Rule, Service, StickyKey, Version};
 use kit::ConfigError;
 use kit::claims::ClaimSource;
-use kit::config::{RESERVED_HEADERS, header_name, join};
+use kit::config::{RESERVED_HEADERS, cookie_name, header_name, join};
 use kit::matcher::RawMatch;
 use serde::Deserialize;
 
@@ -78,16 +78,6 @@ pub struct RawSetCookie {
 /// Parses and compiles a `pluginConfig`.
 pub fn compile_json(bytes: Option<&[u8]>) -> Result<Router, ConfigError> {
     kit::config::parse_json::<RawConfig>(bytes)?.compile()
-}
-
-fn cookie_name(path: &str, name: &str) -> Result<String, ConfigError> {
-    if !kit::config::is_token(name) {
-        return Err(ConfigError::new(
-            path,
-            format!("expected a cookie name, got {name:?}"),
-        ));
-    }
-    Ok(name.to_string())
 }
 
 impl RawConfig {

@@ -70,6 +70,26 @@ pub fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
     Ok(name.to_ascii_lowercase())
 }
 
+/// A cookie name from config: an HTTP token, kept as written.
+pub fn cookie_name(path: &str, name: &str) -> Result<String, ConfigError> {
+    if !is_token(name) {
+        return Err(ConfigError::new(
+            path,
+            format!("expected a cookie name, got {name:?}"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// A query parameter name from config: any non-empty text (it is compared
+/// percent-decoded).
+pub fn param_name(path: &str, name: &str) -> Result<String, ConfigError> {
+    if name.is_empty() {
+        return Err(ConfigError::new(path, "expected a parameter name"));
+    }
+    Ok(name.to_string())
+}
+
 /// Headers with a meaning of their own. A filter that sets or strips a
 /// header on every request must not be configured to own one of these.
 pub const RESERVED_HEADERS: &[&str] = &[

@@ -8,14 +8,14 @@
 //! is almost certainly a mistake). Unknown keys are rejected. A stage's
 //! errors carry its key in the path: `rateLimit.rules[2].limit.per`.
 
-use crate::registry::{self, FilterEntry};
+use crate::registry::{self, FilterEntry, SuiteStage};
 use kit::ConfigError;
 use kit::config::join;
 use serde_json::{Map, Value};
 
-/// Each present stage's config as the JSON bytes its filter expects, in
-/// stage order. An absent (or `null`) key has no stage.
-pub type Parts = Vec<(&'static FilterEntry, Vec<u8>)>;
+/// Each present stage, with its filter and its config as the JSON bytes the
+/// filter expects, in stage order. An absent (or `null`) key has no stage.
+pub type Parts = Vec<(&'static FilterEntry, &'static SuiteStage, Vec<u8>)>;
 
 /// Splits the suite's config into the stages' configs.
 pub fn split(bytes: Option<&[u8]>) -> Result<Parts, ConfigError> {
@@ -31,14 +31,14 @@ pub fn split(bytes: Option<&[u8]>) -> Result<Parts, ConfigError> {
         ));
     }
     let mut parts = Vec::new();
-    for entry in registry::stages() {
-        let Some(key) = entry.suite_key else { continue };
+    for (filter, stage) in registry::stages() {
+        let key = stage.key;
         match raw.remove(key) {
             None | Some(Value::Null) => {}
             Some(v @ Value::Object(_)) => {
                 let bytes =
                     serde_json::to_vec(&v).map_err(|e| ConfigError::new(key, e.to_string()))?;
-                parts.push((entry, bytes));
+                parts.push((filter, stage, bytes));
             }
             Some(_) => return Err(ConfigError::new(key, "expected an object")),
         }
@@ -61,9 +61,8 @@ pub fn under(key: &str, e: ConfigError) -> ConfigError {
 /// without a host: for manifest checks. `plugin_name` is the rate limiter's
 /// shared-data prefix.
 pub fn compile_json(bytes: Option<&[u8]>, plugin_name: &str) -> Result<(), ConfigError> {
-    for (entry, bytes) in split(bytes)? {
-        let key = entry.suite_key.unwrap_or_default();
-        (entry.compile)(Some(&bytes), plugin_name).map_err(|e| under(key, e))?;
+    for (filter, stage, bytes) in split(bytes)? {
+        (filter.compile)(Some(&bytes), plugin_name).map_err(|e| under(stage.key, e))?;
     }
     Ok(())
 }

@@ -21,9 +21,6 @@ pub struct FilterEntry {
     pub crate_name: &'static str,
     /// The module `cargo xtask build` ships (`target/wasm32-wasip1/release/`).
     pub module: &'static str,
-    /// The key of its config in the suite's `pluginConfig`; `None` for the
-    /// suite itself.
-    pub suite_key: Option<&'static str>,
     /// The largest the optimised module may be, in KiB (the size targets in
     /// `benches/README.md`); `cargo xtask build` fails above it.
     pub size_budget_kib: u64,
@@ -35,8 +32,24 @@ pub struct FilterEntry {
     /// a host: for manifest checks. The second argument is the plugin name
     /// (it only prefixes shared-data keys).
     pub compile: fn(Option<&[u8]>, &str) -> Result<(), ConfigError>,
-    /// Builds it as a suite stage; `None` for the suite itself.
-    pub(crate) stage: Option<StageFn>,
+    /// How it runs inside the suite; `None` for the suite itself.
+    pub stage: Option<SuiteStage>,
+}
+
+/// A filter as one stage of the suite.
+pub struct SuiteStage {
+    /// The key of its config in the suite's `pluginConfig`.
+    pub key: &'static str,
+    /// Builds the stage from its config bytes.
+    pub(crate) build: StageFn,
+}
+
+impl FilterEntry {
+    /// The key of its config in the suite's `pluginConfig`; `None` for the
+    /// suite itself.
+    pub fn suite_key(&self) -> Option<&'static str> {
+        self.stage.as_ref().map(|s| s.key)
+    }
 }
 
 /// The filters, in the order the suite runs its stages: as separate
@@ -46,47 +59,54 @@ pub const FILTERS: &[FilterEntry] = &[
     FilterEntry {
         crate_name: "jwt-auth",
         module: "jwt_auth.wasm",
-        suite_key: Some("jwt"),
         size_budget_kib: 600,
         example: "jwt-auth/wasmplugin.yaml",
         doc: "docs/jwt-auth.md",
         compile: |bytes, _| jwt_auth::config::compile_json(bytes).map(drop),
-        stage: Some(stage::<jwt_auth::JwtAuth>),
+        stage: Some(SuiteStage {
+            key: "jwt",
+            build: stage::<jwt_auth::JwtAuth>,
+        }),
     },
     FilterEntry {
         crate_name: "rate-limit",
         module: "rate_limit.wasm",
-        suite_key: Some("rateLimit"),
         size_budget_kib: 400,
         example: "rate-limit/wasmplugin.yaml",
         doc: "docs/rate-limit.md",
         compile: |bytes, plugin| rate_limit::config::compile_json(bytes, plugin).map(drop),
-        stage: Some(stage::<rate_limit::RateLimit>),
+        stage: Some(SuiteStage {
+            key: "rateLimit",
+            build: stage::<rate_limit::RateLimit>,
+        }),
     },
     FilterEntry {
         crate_name: "canary-router",
         module: "canary_router.wasm",
-        suite_key: Some("canary"),
         size_budget_kib: 400,
         example: "canary-router/wasmplugin.yaml",
         doc: "docs/canary-router.md",
         compile: |bytes, _| canary_router::config::compile_json(bytes).map(drop),
-        stage: Some(stage::<canary_router::CanaryRouter>),
+        stage: Some(SuiteStage {
+            key: "canary",
+            build: stage::<canary_router::CanaryRouter>,
+        }),
     },
     FilterEntry {
         crate_name: "telemetry",
         module: "telemetry.wasm",
-        suite_key: Some("telemetry"),
         size_budget_kib: 400,
         example: "telemetry/wasmplugin.yaml",
         doc: "docs/telemetry.md",
         compile: |bytes, _| telemetry::config::compile_json(bytes).map(drop),
-        stage: Some(stage::<telemetry::Telemetry>),
+        stage: Some(SuiteStage {
+            key: "telemetry",
+            build: stage::<telemetry::Telemetry>,
+        }),
     },
     FilterEntry {
         crate_name: "mesh-suite",
         module: "mesh_suite.wasm",
-        suite_key: None,
         size_budget_kib: 1024,
         example: "mesh-suite/wasmplugin.yaml",
         doc: "docs/mesh-suite.md",
@@ -105,19 +125,21 @@ pub fn by_module(file: &str) -> Option<&'static FilterEntry> {
     FILTERS.iter().find(|f| f.module == file)
 }
 
-/// The suite's stages, in the order they run.
-pub fn stages() -> impl Iterator<Item = &'static FilterEntry> {
-    FILTERS.iter().filter(|f| f.suite_key.is_some())
+/// The suite's stages, in the order they run, with their filters.
+pub fn stages() -> impl Iterator<Item = (&'static FilterEntry, &'static SuiteStage)> {
+    FILTERS
+        .iter()
+        .filter_map(|f| f.stage.as_ref().map(|s| (f, s)))
 }
 
 /// The suite's config keys, in stage order.
 pub fn suite_keys() -> impl Iterator<Item = &'static str> {
-    FILTERS.iter().filter_map(|f| f.suite_key)
+    stages().map(|(_, s)| s.key)
 }
 
 /// The suite module's entry.
 pub fn suite() -> Option<&'static FilterEntry> {
-    FILTERS.iter().find(|f| f.suite_key.is_none())
+    FILTERS.iter().find(|f| f.stage.is_none())
 }
 
 #[cfg(test)]
@@ -132,10 +154,10 @@ mod tests {
             assert_eq!(f.doc, format!("docs/{}.md", f.crate_name));
             for g in &FILTERS[i + 1..] {
                 assert_ne!(f.crate_name, g.crate_name);
-                assert!(f.suite_key.is_none() || f.suite_key != g.suite_key);
+                assert!(f.suite_key().is_none() || f.suite_key() != g.suite_key());
             }
         }
-        assert_eq!(FILTERS.iter().filter(|f| f.suite_key.is_none()).count(), 1);
+        assert_eq!(FILTERS.iter().filter(|f| f.stage.is_none()).count(), 1);
         assert_eq!(
             suite_keys().collect::<Vec<_>>(),
             ["jwt", "rateLimit", "canary", "telemetry"]

@@ -104,14 +104,9 @@ impl Filter for Suite {
 
     fn configure(config: Option<&[u8]>, host: &dyn Host) -> Result<Self, ConfigError> {
         let mut stages: Vec<Named> = Vec::new();
-        for (entry, bytes) in config::split(config)? {
-            let (Some(key), Some(build)) = (entry.suite_key, entry.stage) else {
-                continue;
-            };
-            stages.push((
-                entry.crate_name,
-                build(&bytes, host).map_err(|e| under(key, e))?,
-            ));
+        for (filter, stage, bytes) in config::split(config)? {
+            let built = (stage.build)(&bytes, host).map_err(|e| under(stage.key, e))?;
+            stages.push((filter.crate_name, built));
         }
         let n = stages.len();
         Ok(Suite {

@@ -18,7 +18,7 @@ use crate::key::KeySource;
 use governor::Quota;
 use kit::ConfigError;
 use kit::claims::ClaimSource;
-use kit::config::{header_name, join};
+use kit::config::{header_name, join, param_name};
 use kit::matcher::{RawMatch, RequestMatch};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -395,13 +395,7 @@ impl RawKeySource {
         } else if self.method.is_some() {
             KeySource::Method
         } else if let Some(q) = self.query {
-            if q.is_empty() {
-                return Err(ConfigError::new(
-                    join(path, "query"),
-                    "expected a parameter name",
-                ));
-            }
-            KeySource::Query(q)
+            KeySource::Query(param_name(&join(path, "query"), &q)?)
         } else if let Some(claim) = claim {
             KeySource::Claim(claim)
         } else {
